@@ -1,0 +1,336 @@
+//! A KVM micro-VM: guest memory, in-kernel irqchip, legacy devices, vCPU threads, and the
+//! wait for the guest to end it.
+
+use crate::acpi;
+use crate::boot;
+use crate::config::{Console, VmConfig};
+use crate::cpu::{self, cpuid::CpuTopology, vcpu::Vcpu, vcpu::VcpuEvent};
+use crate::devices::{self, i8042::I8042, power, serial, PioBus};
+use crate::exit::{ExitReason, ExitSender};
+use crate::memory;
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vm_memory::{Address, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Three pages KVM needs for the real-mode TSS on Intel, inside the MMIO gap.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// KVM_PIT_SPEAKER_DUMMY: the PIT's speaker port is emulated as a dummy.
+const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
+/// How long the VMM keeps kicking a vCPU that does not leave KVM_RUN.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors creating or running a VM, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A KVM ioctl on the system or VM fd failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// The call.
+        what: &'static str,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// The host KVM lacks a capability the VMM needs.
+    #[error("the host KVM lacks {0}, which runv-vmm needs")]
+    MissingCap(&'static str),
+    /// The host cannot run the guest at all.
+    #[error(transparent)]
+    Host(#[from] crate::host::Error),
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    /// Loading the kernel, initramfs or boot parameters.
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    /// ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] acpi::Error),
+    /// vCPU configuration.
+    #[error(transparent)]
+    Cpu(#[from] cpu::Error),
+    /// Device set-up.
+    #[error(transparent)]
+    Device(#[from] devices::Error),
+    /// Console or eventfd I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |source| Error::Kvm { what, source }
+}
+
+/// A VM being built, then run.
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+    mem: GuestMemoryMmap,
+    bus: PioBus,
+    serial: Option<Arc<Mutex<serial::SerialDevice>>>,
+    vcpus: Vec<VcpuFd>,
+    exit_tx: ExitSender,
+    exit_rx: Receiver<ExitReason>,
+}
+
+impl Vm {
+    /// Creates the VM with `mem_mib` MiB of RAM, the in-kernel irqchip and PIT.
+    pub fn new(kvm: Kvm, mem_mib: u64) -> Result<Self> {
+        for (cap, name) in [
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+            (Cap::Pit2, "KVM_CAP_PIT2"),
+            (Cap::Irqfd, "KVM_CAP_IRQFD"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(Error::MissingCap(name));
+            }
+        }
+        let mem = memory::create_guest_memory(mem_mib)?;
+        let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        fd.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        fd.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        fd.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host_addr = mem
+                .get_host_address(region.start_addr())
+                .map_err(|e| Error::Io {
+                    what: format!("guest RAM at {:#x}", region.start_addr().raw_value()),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host_addr as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mapping owned by `mem`, which the Vm keeps
+            // for as long as the VM fd (and so every vCPU) exists.
+            unsafe { fd.set_user_memory_region(region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        let (exit_tx, exit_rx) = mpsc::channel();
+        Ok(Vm {
+            kvm,
+            fd,
+            mem,
+            bus: PioBus::default(),
+            serial: None,
+            vcpus: Vec::new(),
+            exit_tx,
+            exit_rx,
+        })
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Adds COM1, the i8042 (reset), the ACPI power register and pvpanic.
+    pub fn add_legacy_devices(&mut self, console: serial::ConsoleOut) -> Result<()> {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Io {
+            what: "eventfd for the serial interrupt".into(),
+            source,
+        })?;
+        self.fd
+            .register_irqfd(&irq, serial::COM1_GSI)
+            .map_err(kvm_err("KVM_IRQFD (serial)"))?;
+        let uart = Arc::new(Mutex::new(serial::SerialDevice::new(irq, console)));
+        self.bus
+            .insert(serial::COM1_PORT, serial::COM1_LEN, uart.clone())?;
+        self.serial = Some(uart);
+        let tx = self.exit_tx.clone();
+        self.bus.insert(
+            devices::i8042::I8042_PORT,
+            devices::i8042::I8042_LEN,
+            Arc::new(Mutex::new(I8042::new(tx))),
+        )?;
+        let tx = self.exit_tx.clone();
+        self.bus.insert(
+            acpi::SLEEP_CONTROL_PORT,
+            1,
+            Arc::new(Mutex::new(power::AcpiPowerRegister::new(tx))),
+        )?;
+        let tx = self.exit_tx.clone();
+        self.bus.insert(
+            acpi::PVPANIC_PORT,
+            1,
+            Arc::new(Mutex::new(power::PvPanic::new(tx))),
+        )?;
+        Ok(())
+    }
+
+    /// Creates and configures `count` vCPUs; the first one starts at the 64-bit `entry`
+    /// when given (otherwise its registers are left to the caller).
+    pub fn create_vcpus(&mut self, count: u8, entry: Option<u64>) -> Result<()> {
+        let supported: CpuId = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let tsc_deadline = self.kvm.check_extension(Cap::TscDeadlineTimer);
+        for id in 0..count {
+            let fd = self
+                .fd
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            let topo = CpuTopology {
+                id,
+                count,
+                tsc_deadline,
+            };
+            cpu::configure_vcpu(&fd, &supported, topo, &self.mem, entry.filter(|_| id == 0))?;
+            self.vcpus.push(fd);
+        }
+        Ok(())
+    }
+
+    /// vCPU `id`'s fd, to adjust its registers before [`Vm::run`].
+    pub fn vcpu_fd(&self, id: usize) -> Option<&VcpuFd> {
+        self.vcpus.get(id)
+    }
+
+    /// Starts every vCPU and waits until the guest (or an error) ends the VM.
+    pub fn run(self) -> Result<ExitReason> {
+        install_kick_handler()?;
+        let bus = Arc::new(self.bus);
+        let mut threads: Vec<(Sender<VcpuEvent>, JoinHandle<()>)> = Vec::new();
+        for (id, fd) in self.vcpus.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel();
+            let vcpu = Vcpu::new(id as u8, fd, bus.clone(), self.exit_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || vcpu.run(rx))
+                .map_err(|source| Error::Io {
+                    what: format!("spawning the thread of vCPU {id}"),
+                    source,
+                })?;
+            threads.push((tx, handle));
+        }
+        for (tx, _) in &threads {
+            let _ = tx.send(VcpuEvent::Start);
+        }
+        // The Vm keeps a sender, so this returns only when something reports an end.
+        let reason = self
+            .exit_rx
+            .recv()
+            .unwrap_or_else(|_| ExitReason::Error("every vCPU and device went away".into()));
+        stop_vcpus(threads);
+        if let Some(uart) = &self.serial {
+            let mut uart = uart.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = uart.flush() {
+                tracing::warn!("flushing the console: {e}");
+            }
+        }
+        Ok(reason)
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_kick_handler() -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| Error::Io {
+            what: "installing the vCPU kick signal handler".into(),
+            source: std::io::Error::from_raw_os_error(e.errno()),
+        });
+    });
+    result
+}
+
+/// Tells every vCPU to stop and kicks it out of KVM_RUN until its thread ends. A signal
+/// can land just before the thread enters KVM_RUN, so the kick repeats.
+fn stop_vcpus(threads: Vec<(Sender<VcpuEvent>, JoinHandle<()>)>) {
+    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
+    for (tx, handle) in threads {
+        let _ = tx.send(VcpuEvent::Stop);
+        while !handle.is_finished() && Instant::now() < deadline {
+            let _ = handle.kill(SIGRTMIN());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            tracing::warn!("a vCPU thread did not stop within {VCPU_STOP_TIMEOUT:?}");
+        }
+    }
+}
+
+fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
+    let inner: Option<Box<dyn Write + Send>> = match console {
+        Console::Stdout => Some(Box::new(std::io::stdout())),
+        Console::Off => None,
+        Console::File(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| Error::Io {
+                    what: format!("opening console file {}", path.display()),
+                    source,
+                })?,
+        )),
+    };
+    Ok(serial::ConsoleOut::new(inner))
+}
+
+/// Boots the VM `config` describes and runs it to its end.
+pub fn run(config: &VmConfig) -> Result<ExitReason> {
+    config.validate()?;
+    crate::host::check_kvm_backend(std::path::Path::new(crate::host::SYS_MODULE))?;
+    let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
+    let mut vm = Vm::new(kvm, config.memory_mib)?;
+    let kernel = boot::load_kernel(vm.memory(), &config.kernel)?;
+    let initrd = config
+        .initrd
+        .as_deref()
+        .map(|path| boot::load_initrd(vm.memory(), path, kernel.kernel_end))
+        .transpose()?;
+    let cmdline = boot::build_cmdline(config.cmdline.as_deref(), &[])?;
+    let cmdline_len = cmdline
+        .as_cstring()
+        .map(|c| c.as_bytes().len())
+        .map_err(|e| boot::Error::Cmdline {
+            cmdline: config.cmdline.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+    let rsdp = acpi::create_acpi_tables(vm.memory(), config.cpus)?;
+    let params = boot::build_boot_params(
+        kernel.setup_header,
+        cmdline_len,
+        initrd,
+        config.memory_mib << 20,
+        Some(rsdp),
+    )?;
+    boot::write_boot_params(vm.memory(), &params, &cmdline)?;
+    vm.add_legacy_devices(console_out(&config.console)?)?;
+    vm.create_vcpus(config.cpus, Some(kernel.entry.raw_value()))?;
+    vm.run()
+}
