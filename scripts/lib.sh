@@ -1,0 +1,51 @@
+# Sourced by the top-level scripts: where caches live, the cargo target dir, packages.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export RUNV_CACHE_DIR=${RUNV_CACHE_DIR:-/var/cache/runv}
+mkdir -p "$RUNV_CACHE_DIR"
+# One target dir per Cargo.lock, outside the clone, so a fresh clone reuses the build.
+lock_key=$(sha256sum "$ROOT/Cargo.lock" | cut -c1-16)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$RUNV_CACHE_DIR/target-$lock_key}
+export RUNV_TARGET_DIR=$CARGO_TARGET_DIR
+
+# ensure_packages PKG...: installs the Debian packages that are missing.
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+
+# prune_targets: keeps the current target dir and removes older ones.
+prune_targets() {
+  local d
+  for d in "$RUNV_CACHE_DIR"/target-*; do
+    [[ -d $d && $d != "$CARGO_TARGET_DIR" ]] && rm -rf "$d"
+  done
+  return 0
+}
+
+# host_runs_stock_guests: false when /dev/kvm is kvm_pvm only (see vmm/src/host.rs).
+host_runs_stock_guests() {
+  [[ -e /dev/kvm ]] || return 1
+  if [[ -d /sys/module/kvm_pvm && ! -d /sys/module/kvm_intel && ! -d /sys/module/kvm_amd ]]; then
+    return 1
+  fi
+  return 0
+}
+
+# build_initramfs INIT_SCRIPT NAME: cached busybox initramfs; prints its path.
+build_initramfs() {
+  local init=$1 name=$2 key out
+  key=$(cat "$init" "$ROOT/tests/initramfs/build.sh" /bin/busybox | sha256sum | cut -c1-16)
+  out=$RUNV_CACHE_DIR/initramfs/$name-$key.cpio
+  if [[ ! -f $out ]]; then
+    mkdir -p "$(dirname "$out")"
+    "$ROOT/tests/initramfs/build.sh" "$init" "$out" >/dev/null
+  fi
+  echo "$out"
+}

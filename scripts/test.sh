@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test of the project, as CI runs it (.ci/run calls this): formatting, lints, unit
+# tests, then the end-to-end suites inside tests/kvmbox (one box boot for all of them).
+# Prints the time of each phase; the last line is the end-to-end "N passed, N failed".
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+failed=()
+phase() {
+  local name=$1 t0=$SECONDS rc
+  shift
+  echo "=== $name"
+  "$@"
+  rc=$?
+  echo "=== $name: $((SECONDS - t0)) s$([[ $rc == 0 ]] || echo ", FAILED (exit $rc)")"
+  [[ $rc == 0 ]] || failed+=("$name")
+  return $rc
+}
+
+phase "packages" ensure_packages busybox-static cpio qemu-system-x86 linux-source-6.1 \
+  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 || exit 1
+prune_targets
+phase "cargo fmt" cargo fmt --all -- --check
+phase "cargo clippy" cargo clippy --release --workspace --all-targets -q -- -D warnings
+phase "unit tests" cargo test --release --workspace -q
+phase "release build" cargo build --release --workspace -q || exit 1
+kernel_out=$(mktemp)
+phase "guest kernel" bash -c 'guest-kernel/build.sh > "$1"' _ "$kernel_out" || exit 1
+RUNV_GUEST_KERNEL=$(tail -n 1 "$kernel_out")
+rm -f "$kernel_out"
+export RUNV_GUEST_KERNEL
+RUNV_MARKER_INITRD=$(build_initramfs tests/initramfs/marker-init.sh marker)
+export RUNV_MARKER_INITRD
+phase "kvmbox self-test" tests/kvmbox/selftest.sh
+phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD -- tests/e2e/run-all.sh
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "FAILED phases: ${failed[*]}"
+  exit 1
+fi
+echo "all phases passed"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# End-to-end boot tests of runv-vmm. Run inside tests/kvmbox (or on a host with hardware
+# KVM): needs runv-vmm on PATH, RUNV_GUEST_KERNEL (guest-kernel/build.sh) and
+# RUNV_MARKER_INITRD (tests/initramfs/build.sh tests/initramfs/marker-init.sh ...).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../lib.sh"
+
+: "${RUNV_GUEST_KERNEL:?set RUNV_GUEST_KERNEL to the guest vmlinux}"
+: "${RUNV_MARKER_INITRD:?set RUNV_MARKER_INITRD to the marker initramfs}"
+VM_TIMEOUT=${VM_TIMEOUT:-180}
+CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# vm NAME ARGS...: runs runv-vmm, console to $work/NAME.out, stderr to $work/NAME.err,
+# status to $work/NAME.rc.
+vm() {
+  local name=$1
+  shift
+  timeout "$VM_TIMEOUT" runv-vmm "$@" >"$work/$name.out" 2>"$work/$name.err"
+  echo $? >"$work/$name.rc"
+}
+rc() { cat "$work/$1.rc"; }
+
+# boot_case CPUS MIB: marker with the vCPU count and MemTotal asked for, exit 0.
+boot_case() {
+  local cpus=$1 mib=$2 name="boot-$1cpu"
+  vm "$name" --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" \
+    --cmdline "$CMDLINE" --cpus "$cpus" --memory "$mib"
+  local line nproc mem_kb
+  line=$(grep -a 'RUNV-MARKER' "$work/$name.out" | tail -n 1)
+  nproc=$(sed -n 's/.*nproc=\([0-9]*\).*/\1/p' <<<"$line")
+  mem_kb=$(sed -n 's/.*memtotal_kb=\([0-9]*\).*/\1/p' <<<"$line")
+  if [[ $(rc "$name") == 0 && -n $line ]]; then ok "$cpus vCPU(s), $mib MiB: guest printed its marker and powered off (exit 0)"
+  else not_ok "$cpus vCPU(s), $mib MiB: marker and exit 0 (exit $(rc "$name"))"; show "$work/$name.out" "$work/$name.err"; fi
+  check "$cpus vCPU(s): guest sees nproc=$cpus (saw ${nproc:-nothing})" [ "${nproc:-0}" = "$cpus" ]
+  # MemTotal excludes what the kernel reserves for itself: accept 80-100 % of the size.
+  local asked_kb=$((mib * 1024))
+  check "$mib MiB: guest MemTotal ${mem_kb:-?} kB is 80-100% of $asked_kb kB" \
+    [ "${mem_kb:-0}" -le "$asked_kb" -a "${mem_kb:-0}" -ge $((asked_kb * 8 / 10)) ]
+}
+
+boot_case 1 256
+boot_case 2 512
+
+vm reboot --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" --cmdline "$CMDLINE runv.test=reboot"
+if [[ $(rc reboot) != 0 && $(rc reboot) != 124 ]] && grep -q "reset" "$work/reboot.err"; then
+  ok "guest reboot: non-zero exit ($(rc reboot)) with \"$(tr -d '\n' <"$work/reboot.err")\""
+else not_ok "guest reboot exits non-zero with a reset reason (exit $(rc reboot))"; show "$work/reboot.out" "$work/reboot.err"; fi
+
+vm panic --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" --cmdline "$CMDLINE runv.test=panic"
+if [[ $(rc panic) != 0 && $(rc panic) != 124 ]] && grep -q "panic" "$work/panic.err"; then
+  ok "guest kernel panic: non-zero exit ($(rc panic)) with \"$(tr -d '\n' <"$work/panic.err")\""
+else not_ok "guest kernel panic exits non-zero with a panic reason (exit $(rc panic))"; show "$work/panic.out" "$work/panic.err"; fi
+
+head -c 4194304 /dev/urandom >"$work/corrupt-vmlinux"
+vm corrupt --kernel "$work/corrupt-vmlinux" --initrd "$RUNV_MARKER_INITRD"
+if [[ $(rc corrupt) != 0 && $(rc corrupt) != 124 ]] && grep -q "corrupt-vmlinux" "$work/corrupt.err" \
+  && [[ $(wc -l <"$work/corrupt.err") == 1 ]]; then
+  ok "corrupt kernel image: one-line error naming it, exit $(rc corrupt): $(cat "$work/corrupt.err")"
+else not_ok "corrupt kernel image gives a clear error and non-zero exit (exit $(rc corrupt))"; show "$work/corrupt.err"; fi
+
+# A truncated copy of the real kernel: a valid ELF header whose segments are cut off.
+head -c 1048576 "$RUNV_GUEST_KERNEL" >"$work/truncated-vmlinux"
+vm truncated --kernel "$work/truncated-vmlinux"
+if [[ $(rc truncated) != 0 && $(rc truncated) != 124 ]] && grep -q "truncated-vmlinux" "$work/truncated.err"; then
+  ok "truncated kernel image: error naming it, exit $(rc truncated)"
+else not_ok "truncated kernel image gives a clear error (exit $(rc truncated))"; show "$work/truncated.err"; fi
+
+vm missing --kernel "$work/no-such-vmlinux"
+if [[ $(rc missing) == 1 ]] && grep -q "no-such-vmlinux" "$work/missing.err"; then
+  ok "missing kernel image: error naming it, exit 1"
+else not_ok "missing kernel image (exit $(rc missing))"; show "$work/missing.err"; fi
+
+finish

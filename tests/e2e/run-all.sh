@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every end-to-end suite (inside one kvmbox boot) and sums their results.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+passed=0 failed=0
+for suite in "$here"/boot.sh; do
+  echo "# suite $(basename "$suite")"
+  "$suite" 2>&1 | tee "$log"
+  last=$(tail -n 1 "$log")
+  if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
+  else
+    echo "not ok - suite $(basename "$suite") did not finish (last line: $last)"
+    failed=$((failed + 1))
+  fi
+done
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
