@@ -9,7 +9,7 @@
 //! 0x1_0000_0000 the rest of RAM when the VM has more than 3 GiB
 //! ```
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Real-mode IVT and BIOS data area end; the first byte the VMM may use for boot structures.
 pub const GDT_START: u64 = 0x500;
@@ -153,7 +153,27 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, Error> {
         .iter()
         .map(|r| (GuestAddress(r.start), r.size as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Mmap { size, source })
+    let mem =
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Mmap { size, source })?;
+    for region in mem.iter() {
+        advise_huge_pages(region.as_ptr(), region.len() as usize);
+    }
+    Ok(mem)
+}
+
+/// Asks for transparent huge pages on guest RAM, as QEMU does: one 2 MiB page instead of
+/// 512 faults and 512 nested-paging entries. Untouched memory still costs nothing; where
+/// THP is off this is a no-op.
+fn advise_huge_pages(addr: *mut u8, len: usize) {
+    // SAFETY: madvise only changes the paging policy of this mapping, which `mem` owns;
+    // MADV_HUGEPAGE never discards contents.
+    let ret = unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) };
+    if ret != 0 {
+        tracing::debug!(
+            "madvise(MADV_HUGEPAGE) on guest RAM: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 #[cfg(test)]
