@@ -7,12 +7,20 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 failed=()
+counted_pass=0 counted_fail=0
+phase_log=$(mktemp)
+trap 'rm -f "$phase_log"' EXIT
 phase() {
-  local name=$1 t0=$SECONDS rc
+  local name=$1 t0=$SECONDS rc last
   shift
   echo "=== $name"
-  "$@"
-  rc=$?
+  "$@" 2>&1 | tee "$phase_log"
+  rc=${PIPESTATUS[0]}
+  # Suites end with "N passed, N failed"; add them up for the closing line.
+  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$phase_log" | tail -n 1)
+  if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    counted_pass=$((counted_pass + BASH_REMATCH[1])) counted_fail=$((counted_fail + BASH_REMATCH[2]))
+  fi
   echo "=== $name: $((SECONDS - t0)) s$([[ $rc == 0 ]] || echo ", FAILED (exit $rc)")"
   [[ $rc == 0 ]] || failed+=("$name")
   return $rc
@@ -37,6 +45,8 @@ phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD -- test
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"
+  echo "$counted_pass passed, $((counted_fail + ${#failed[@]})) failed"
   exit 1
 fi
-echo "all phases passed"
+echo "all phases passed; end-to-end and box checks:"
+echo "$counted_pass passed, $counted_fail failed"
