@@ -6,6 +6,7 @@ pub mod boot;
 pub mod config;
 pub mod cpu;
 pub mod devices;
+pub mod event_loop;
 pub mod exit;
 pub mod host;
 pub mod memory;
