@@ -45,6 +45,8 @@
 //! `GuestMemoryMmap::from_ranges`, an [`EventLoop`](crate::event_loop::EventLoop) or a
 //! direct call of the handler, and [`Interrupt::for_tests`].
 
+pub mod fs;
+
 use crate::event_loop::{self, EventLoopHandle};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vmm_sys_util::eventfd::EventFd;

@@ -1,0 +1,252 @@
+//! Queue processing of virtio-fs, independent of the transport.
+//!
+//! Both queues (hiprio and request) carry FUSE messages: the device-readable part of a
+//! chain is the request (`fuse_in_header` + body), the device-writable part receives the
+//! reply. Each chain becomes a `Reader`/`Writer` pair over guest memory and goes to
+//! `fuse_backend_rs`'s `Server`, which decodes it, calls the file system and writes the
+//! reply. A chain that cannot be served (addresses outside guest memory, no readable
+//! header, nowhere to write a reply the request needs) is returned to the driver with a used
+//! length of 0 and one rate-limited log line; the queue and the VMM go on.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{self, Reader, VirtioFsWriter, Writer};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{GuestMemory, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::ShareFs;
+use crate::devices::virtio::Interrupt;
+use crate::event_loop::{Event, EventHandler, EventOps, EventSet, HandlerError};
+use crate::ratelimit::LogLimiter;
+
+/// Why one request failed (the chain is returned with a used length of 0).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The device-readable descriptors do not lie in guest memory.
+    #[error("request descriptors of chain {head}: {source}")]
+    Reader {
+        /// Head index of the chain.
+        head: u16,
+        /// Cause.
+        source: transport::Error,
+    },
+    /// The device-writable descriptors do not lie in guest memory.
+    #[error("reply descriptors of chain {head}: {source}")]
+    Writer {
+        /// Head index of the chain.
+        head: u16,
+        /// Cause.
+        source: transport::Error,
+    },
+    /// The FUSE message could not be decoded or its reply not written.
+    #[error("FUSE message in chain {head}: {source}")]
+    Fuse {
+        /// Head index of the chain.
+        head: u16,
+        /// Cause.
+        source: fuse_backend_rs::Error,
+    },
+}
+
+/// A queue that cannot be processed at all: the device must be reset by the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The available ring is unusable (e.g. an index that runs ahead by more than the size).
+    #[error("virtio-fs {tag}: available ring: {source}")]
+    Avail {
+        /// The share's tag.
+        tag: String,
+        /// Cause.
+        source: virtio_queue::Error,
+    },
+    /// The used ring could not be written.
+    #[error("virtio-fs {tag}: used ring entry for chain {head}: {source}")]
+    Used {
+        /// The share's tag.
+        tag: String,
+        /// Head index of the chain.
+        head: u16,
+        /// Cause.
+        source: virtio_queue::Error,
+    },
+}
+
+/// Serves the FUSE requests of one share's queues.
+pub struct RequestHandler {
+    server: Arc<Server<ShareFs>>,
+    tag: String,
+    log: LogLimiter,
+}
+
+impl RequestHandler {
+    /// A handler for the share `tag`, answering with `server`.
+    pub fn new(server: Arc<Server<ShareFs>>, tag: String) -> Self {
+        RequestHandler {
+            server,
+            tag,
+            log: LogLimiter::new(),
+        }
+    }
+
+    /// Serves every chain available on `queue`. Returns whether the driver must be
+    /// notified of used buffers.
+    pub fn process_queue<M: GuestMemory>(
+        &mut self,
+        queue: &mut Queue,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
+        if !queue.ready() {
+            return Ok(false);
+        }
+        let mut used_any = false;
+        loop {
+            // One chain at a time: the iterator borrows the queue, `add_used` needs it.
+            let chain = match queue.iter(mem) {
+                Ok(mut avail) => avail.next(),
+                Err(source) => {
+                    return Err(QueueError::Avail {
+                        tag: self.tag.clone(),
+                        source,
+                    })
+                }
+            };
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let len = match self.serve(mem, chain) {
+                Ok(len) => len,
+                Err(e) => {
+                    if self.log.allow() {
+                        tracing::warn!("virtio-fs {}: request failed: {e}", self.tag);
+                    }
+                    0
+                }
+            };
+            queue
+                .add_used(mem, head, len)
+                .map_err(|source| QueueError::Used {
+                    tag: self.tag.clone(),
+                    head,
+                    source,
+                })?;
+            used_any = true;
+        }
+        if !used_any {
+            return Ok(false);
+        }
+        queue.needs_notification(mem).or_else(|e| {
+            // Without a readable used_event the safe choice is to notify.
+            if self.log.allow() {
+                tracing::warn!("virtio-fs {}: notification check: {e}", self.tag);
+            }
+            Ok(true)
+        })
+    }
+
+    /// Serves one chain; returns the number of reply bytes written.
+    pub fn serve<M: GuestMemory>(
+        &self,
+        mem: &M,
+        chain: DescriptorChain<&M>,
+    ) -> Result<u32, RequestError> {
+        let head = chain.head_index();
+        let reader = Reader::from_descriptor_chain(mem, chain.clone())
+            .map_err(|source| RequestError::Reader { head, source })?;
+        let writer = VirtioFsWriter::new(mem, chain)
+            .map_err(|source| RequestError::Writer { head, source })?;
+        let written = self
+            .server
+            .handle_message(reader, Writer::VirtioFs(writer), None, None)
+            .map_err(|source| RequestError::Fuse { head, source })?;
+        // A reply never exceeds the chain's writable length, itself a sum of u32 lengths
+        // bounded by the queue size; saturate rather than trust that.
+        Ok(u32::try_from(written).unwrap_or(u32::MAX))
+    }
+}
+
+/// The event-loop side of an active virtio-fs device: wakes on a queue's eventfd, serves
+/// that queue and raises the interrupt.
+pub struct QueueWorker {
+    name: String,
+    requests: RequestHandler,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    queue_evts: Vec<EventFd>,
+    interrupt: Arc<Interrupt>,
+    log: LogLimiter,
+}
+
+impl QueueWorker {
+    /// A worker over the activated queues (`queues[i]` is notified through
+    /// `queue_evts[i]`).
+    pub fn new(
+        requests: RequestHandler,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+        interrupt: Arc<Interrupt>,
+    ) -> Self {
+        QueueWorker {
+            name: format!("virtio-fs {}", requests.tag),
+            requests,
+            mem,
+            queues,
+            queue_evts,
+            interrupt,
+            log: LogLimiter::new(),
+        }
+    }
+
+    /// The descriptors to watch: every queue eventfd, for input.
+    pub fn fds(&self) -> Vec<(RawFd, EventSet)> {
+        self.queue_evts
+            .iter()
+            .map(|e| (e.as_raw_fd(), EventSet::IN))
+            .collect()
+    }
+
+    /// Serves queue `index`; signals the driver if it must be told.
+    pub fn process(&mut self, index: usize) -> Result<(), QueueError> {
+        let Some(queue) = self.queues.get_mut(index) else {
+            return Ok(());
+        };
+        if self.requests.process_queue(queue, &self.mem)? {
+            if let Err(e) = self.interrupt.signal_used_queue() {
+                if self.log.allow() {
+                    tracing::warn!("{}: raising the interrupt: {e}", self.name);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventHandler for QueueWorker {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handle_event(&mut self, event: Event, _ops: &mut EventOps<'_>) -> Result<(), HandlerError> {
+        let Some(index) = self
+            .queue_evts
+            .iter()
+            .position(|e| e.as_raw_fd() == event.fd)
+        else {
+            return Ok(());
+        };
+        // Clear the notification first, so one arriving while we work wakes us again.
+        if let Err(e) = self.queue_evts[index].read() {
+            if e.kind() != std::io::ErrorKind::WouldBlock && self.log.allow() {
+                tracing::warn!("{}: reading queue {index}'s eventfd: {e}", self.name);
+            }
+        }
+        self.process(index)?;
+        Ok(())
+    }
+
+    fn broken(&mut self) {
+        self.interrupt.set_needs_reset();
+    }
+}
