@@ -412,3 +412,170 @@ impl<F: FileSystem> FileSystem for WriteGate<F> {
         self.inner.lseek(ctx, inode, handle, offset, whence)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use fuse_backend_rs::api::filesystem::ROOT_ID;
+    use fuse_backend_rs::passthrough::PassthroughFs;
+    use vmm_sys_util::tempdir::TempDir;
+
+    use super::*;
+    use crate::devices::virtio::fs::passthrough_config;
+
+    fn share(read_only: bool) -> (TempDir, WriteGate<PassthroughFs<()>>) {
+        let dir = TempDir::new_with_prefix("/tmp/runv-gate-").unwrap();
+        std::fs::write(dir.as_path().join("file"), b"data").unwrap();
+        std::fs::create_dir(dir.as_path().join("dir")).unwrap();
+        let fs = PassthroughFs::<()>::new(passthrough_config(dir.as_path())).unwrap();
+        let gate = WriteGate::new(fs, read_only);
+        gate.init(FsOptions::empty()).unwrap();
+        (dir, gate)
+    }
+
+    fn name(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn errno<T>(r: io::Result<T>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    fn attr(valid: SetattrValid, f: impl FnOnce(&mut stat64)) -> (stat64, SetattrValid) {
+        // SAFETY: stat64 is plain data; all-zero is a valid value.
+        let mut st: stat64 = unsafe { std::mem::zeroed() };
+        f(&mut st);
+        (st, valid)
+    }
+
+    #[test]
+    fn write_flags_are_recognised() {
+        assert!(!open_flags_write(libc::O_RDONLY as u32));
+        assert!(!open_flags_write(
+            (libc::O_RDONLY | libc::O_DIRECTORY) as u32
+        ));
+        assert!(open_flags_write(libc::O_WRONLY as u32));
+        assert!(open_flags_write(libc::O_RDWR as u32));
+        assert!(open_flags_write((libc::O_RDONLY | libc::O_TRUNC) as u32));
+    }
+
+    #[test]
+    fn read_only_refuses_every_change_and_serves_reads() {
+        let (dir, fs) = share(true);
+        let ctx = Context::default();
+        let file = fs.lookup(&ctx, ROOT_ID, &name("file")).unwrap().inode;
+        let sub = fs.lookup(&ctx, ROOT_ID, &name("dir")).unwrap().inode;
+        let rofs = Some(libc::EROFS);
+        let (mode, valid) = attr(SetattrValid::MODE, |st| st.st_mode = 0o600);
+        assert_eq!(errno(fs.setattr(&ctx, file, mode, None, valid)), rofs);
+        let (owner, valid) = attr(SetattrValid::UID | SetattrValid::GID, |st| {
+            st.st_uid = 1;
+            st.st_gid = 1;
+        });
+        assert_eq!(errno(fs.setattr(&ctx, file, owner, None, valid)), rofs);
+        let (size, valid) = attr(SetattrValid::SIZE, |_| {});
+        assert_eq!(errno(fs.setattr(&ctx, file, size, None, valid)), rofs);
+        assert_eq!(
+            errno(fs.symlink(&ctx, &name("file"), ROOT_ID, &name("l"))),
+            rofs
+        );
+        assert_eq!(
+            errno(fs.mknod(&ctx, ROOT_ID, &name("n"), libc::S_IFIFO | 0o600, 0, 0)),
+            rofs
+        );
+        assert_eq!(errno(fs.mkdir(&ctx, ROOT_ID, &name("d"), 0o755, 0)), rofs);
+        assert_eq!(errno(fs.unlink(&ctx, ROOT_ID, &name("file"))), rofs);
+        assert_eq!(errno(fs.rmdir(&ctx, ROOT_ID, &name("dir"))), rofs);
+        assert_eq!(
+            errno(fs.rename(&ctx, ROOT_ID, &name("file"), sub, &name("moved"), 0)),
+            rofs
+        );
+        assert_eq!(errno(fs.link(&ctx, file, ROOT_ID, &name("hard"))), rofs);
+        assert_eq!(
+            errno(fs.setxattr(&ctx, file, &name("user.k"), b"v", 0)),
+            rofs
+        );
+        assert_eq!(errno(fs.removexattr(&ctx, file, &name("user.k"))), rofs);
+        assert_eq!(
+            errno(fs.open(&ctx, file, libc::O_RDWR as u32, 0)),
+            rofs,
+            "open for writing"
+        );
+        assert_eq!(errno(fs.access(&ctx, file, libc::W_OK as u32)), rofs);
+
+        // Reads still work.
+        fs.access(&ctx, file, libc::R_OK as u32).unwrap();
+        let (handle, _, _) = fs.open(&ctx, file, libc::O_RDONLY as u32, 0).unwrap();
+        let handle = handle.unwrap();
+        assert_eq!(
+            errno(fs.fallocate(&ctx, file, handle, 0, 0, 4096)),
+            rofs,
+            "fallocate"
+        );
+        fs.release(&ctx, file, 0, handle, false, false, None)
+            .unwrap();
+        fs.getattr(&ctx, file, None).unwrap();
+        fs.statfs(&ctx, ROOT_ID).unwrap();
+
+        let names: Vec<_> = std::fs::read_dir(dir.as_path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["dir", "file"]);
+        let meta = std::fs::metadata(dir.as_path().join("file")).unwrap();
+        assert_eq!((meta.len(), meta.mode() & 0o777 != 0o600), (4, true));
+    }
+
+    /// What a read-write share supports: symlinks, hard links, xattrs, chmod, chown, rename.
+    #[test]
+    fn read_write_supports_links_xattrs_chmod_chown_and_rename() {
+        let (dir, fs) = share(false);
+        let ctx = Context::default();
+        let root = dir.as_path();
+        let file = fs.lookup(&ctx, ROOT_ID, &name("file")).unwrap().inode;
+        let sub = fs.lookup(&ctx, ROOT_ID, &name("dir")).unwrap().inode;
+
+        fs.symlink(&ctx, &name("file"), ROOT_ID, &name("soft"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_link(root.join("soft")).unwrap(),
+            Path::new("file")
+        );
+        let hard = fs.link(&ctx, file, ROOT_ID, &name("hard")).unwrap();
+        assert_eq!(hard.attr.st_nlink, 2);
+
+        fs.setxattr(&ctx, file, &name("user.runv"), b"yes", 0)
+            .unwrap();
+        match fs.getxattr(&ctx, file, &name("user.runv"), 64).unwrap() {
+            GetxattrReply::Value(v) => assert_eq!(v, b"yes"),
+            GetxattrReply::Count(n) => panic!("a count ({n}) instead of the value"),
+        }
+
+        let (mode, valid) = attr(SetattrValid::MODE, |st| st.st_mode = 0o640);
+        fs.setattr(&ctx, file, mode, None, valid).unwrap();
+        assert_eq!(
+            std::fs::metadata(root.join("file")).unwrap().mode() & 0o777,
+            0o640
+        );
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let (owner, valid) = attr(SetattrValid::UID | SetattrValid::GID, |st| {
+                st.st_uid = 1234;
+                st.st_gid = 5678;
+            });
+            fs.setattr(&ctx, file, owner, None, valid).unwrap();
+            let meta = std::fs::metadata(root.join("file")).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+        }
+
+        fs.rename(&ctx, ROOT_ID, &name("file"), sub, &name("moved"), 0)
+            .unwrap();
+        assert_eq!(std::fs::read(root.join("dir/moved")).unwrap(), b"data");
+        assert!(!root.join("file").exists());
+    }
+}
