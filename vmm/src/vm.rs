@@ -5,11 +5,14 @@ use crate::acpi;
 use crate::boot;
 use crate::config::{Console, VmConfig};
 use crate::cpu::{self, cpuid::CpuTopology, vcpu::Vcpu, vcpu::VcpuEvent};
-use crate::devices::{self, i8042::I8042, power, serial, PioBus};
+use crate::devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
+use crate::devices::{self, i8042::I8042, power, serial, Buses};
+use crate::event_loop::{self, EventLoop};
 use crate::exit::{ExitReason, ExitSender};
 use crate::memory;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Once};
@@ -23,6 +26,11 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// KVM_PIT_SPEAKER_DUMMY: the PIT's speaker port is emulated as a dummy.
 const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
+/// GSI of the first virtio-mmio device; each further device takes the next one. GSIs 0-4
+/// are the legacy PC's (4 = COM1).
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// Last GSI a virtio-mmio device may take: the I/O APIC has 24 pins.
+pub const VIRTIO_LAST_GSI: u32 = 23;
 /// How long the VMM keeps kicking a vCPU that does not leave KVM_RUN.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -61,6 +69,15 @@ pub enum Error {
     /// Device set-up.
     #[error(transparent)]
     Device(#[from] devices::Error),
+    /// virtio-mmio transport set-up.
+    #[error(transparent)]
+    Virtio(#[from] mmio::Error),
+    /// The device event loop.
+    #[error(transparent)]
+    EventLoop(#[from] event_loop::Error),
+    /// No GSI left for another virtio-mmio device.
+    #[error("cannot add virtio device {0}: all {n} virtio-mmio interrupts (GSI {VIRTIO_FIRST_GSI}-{VIRTIO_LAST_GSI}) are taken", n = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
+    TooManyDevices(String),
     /// Console or eventfd I/O.
     #[error("{what}: {source}")]
     Io {
@@ -82,7 +99,9 @@ pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
     mem: GuestMemoryMmap,
-    bus: PioBus,
+    bus: Buses,
+    event_loop: Option<EventLoop>,
+    virtio: Vec<acpi::VirtioMmioAcpi>,
     serial: Option<Arc<Mutex<serial::SerialDevice>>>,
     vcpus: Vec<VcpuFd>,
     exit_tx: ExitSender,
@@ -139,7 +158,9 @@ impl Vm {
             kvm,
             fd,
             mem,
-            bus: PioBus::default(),
+            bus: Buses::default(),
+            event_loop: None,
+            virtio: Vec::new(),
             serial: None,
             vcpus: Vec::new(),
             exit_tx,
@@ -163,27 +184,86 @@ impl Vm {
             .map_err(kvm_err("KVM_IRQFD (serial)"))?;
         let uart = Arc::new(Mutex::new(serial::SerialDevice::new(irq, console)));
         self.bus
+            .pio
             .insert(serial::COM1_PORT, serial::COM1_LEN, uart.clone())?;
         self.serial = Some(uart);
         let tx = self.exit_tx.clone();
-        self.bus.insert(
+        self.bus.pio.insert(
             devices::i8042::I8042_PORT,
             devices::i8042::I8042_LEN,
             Arc::new(Mutex::new(I8042::new(tx))),
         )?;
         let tx = self.exit_tx.clone();
-        self.bus.insert(
+        self.bus.pio.insert(
             acpi::SLEEP_CONTROL_PORT,
             1,
             Arc::new(Mutex::new(power::AcpiPowerRegister::new(tx))),
         )?;
         let tx = self.exit_tx.clone();
-        self.bus.insert(
+        self.bus.pio.insert(
             acpi::PVPANIC_PORT,
             1,
             Arc::new(Mutex::new(power::PvPanic::new(tx))),
         )?;
         Ok(())
+    }
+
+    /// Adds a virtio device (called `name` in logs) on virtio-mmio: the next 4 KiB window
+    /// from [`memory::MMIO_DEVICES_START`], the next GSI from [`VIRTIO_FIRST_GSI`] through an
+    /// irqfd, and one ioeventfd per queue on QueueNotify (datamatch = queue index), so
+    /// neither interrupts nor notifications go through a vCPU exit. Starts the device event
+    /// loop on first use. Returns what the DSDT must declare.
+    pub fn add_virtio_device(
+        &mut self,
+        name: &str,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<acpi::VirtioMmioAcpi> {
+        let index = self.virtio.len() as u32;
+        let gsi = VIRTIO_FIRST_GSI + index;
+        if gsi > VIRTIO_LAST_GSI {
+            return Err(Error::TooManyDevices(name.to_string()));
+        }
+        let base = memory::MMIO_DEVICES_START + u64::from(index) * MMIO_WINDOW;
+        let event_loop = match &self.event_loop {
+            Some(el) => el.handle(),
+            None => self.event_loop.insert(EventLoop::start()?).handle(),
+        };
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Io {
+            what: format!("eventfd for the interrupt of {name}"),
+            source,
+        })?;
+        self.fd
+            .register_irqfd(&irqfd, gsi)
+            .map_err(kvm_err("KVM_IRQFD (virtio-mmio)"))?;
+        let transport = MmioTransport::new(
+            name.to_string(),
+            device,
+            self.mem.clone(),
+            Arc::new(Interrupt::new(irqfd)),
+            event_loop,
+        )?;
+        let notify = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
+        for (queue, evt) in transport.queue_evts().iter().enumerate() {
+            self.fd
+                .register_ioevent(evt, &notify, queue as u32)
+                .map_err(kvm_err("KVM_IOEVENTFD (virtio-mmio QueueNotify)"))?;
+        }
+        self.bus
+            .mmio
+            .insert(base, MMIO_WINDOW, Arc::new(Mutex::new(transport)))?;
+        let info = acpi::VirtioMmioAcpi {
+            base: base as u32,
+            len: MMIO_WINDOW as u32,
+            gsi,
+        };
+        tracing::info!("{name}: virtio-mmio at {base:#x}, GSI {gsi}");
+        self.virtio.push(info);
+        Ok(info)
+    }
+
+    /// The virtio-mmio devices added so far, for the DSDT.
+    pub fn virtio_devices(&self) -> &[acpi::VirtioMmioAcpi] {
+        &self.virtio
     }
 
     /// Creates and configures `count` vCPUs; the first one starts at the 64-bit `entry`
@@ -241,6 +321,11 @@ impl Vm {
             .recv()
             .unwrap_or_else(|_| ExitReason::Error("every vCPU and device went away".into()));
         stop_vcpus(threads);
+        // No vCPU touches a device any more: end device work, then drop the devices.
+        if let Some(event_loop) = self.event_loop {
+            event_loop.stop();
+        }
+        drop(bus);
         if let Some(uart) = &self.serial {
             let mut uart = uart.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = uart.flush() {
@@ -301,6 +386,12 @@ fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
     Ok(serial::ConsoleOut::new(inner))
 }
 
+/// Adds the virtio devices of `config`.
+fn add_virtio_devices(vm: &mut Vm, config: &VmConfig) -> Result<()> {
+    let _ = (vm, config);
+    Ok(())
+}
+
 /// Boots the VM `config` describes and runs it to its end.
 pub fn run(config: &VmConfig) -> Result<ExitReason> {
     config.validate()?;
@@ -321,7 +412,8 @@ pub fn run(config: &VmConfig) -> Result<ExitReason> {
             cmdline: config.cmdline.clone().unwrap_or_default(),
             reason: e.to_string(),
         })?;
-    let rsdp = acpi::create_acpi_tables(vm.memory(), config.cpus)?;
+    add_virtio_devices(&mut vm, config)?;
+    let rsdp = acpi::create_acpi_tables(vm.memory(), config.cpus, vm.virtio_devices())?;
     let params = boot::build_boot_params(
         kernel.setup_header,
         cmdline_len,

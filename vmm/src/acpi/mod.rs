@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ACPI_START  RSDP (revision 2) -> XSDT
-//!             DSDT  \_S5_ (poweroff), COM1, pvpanic
+//!             DSDT  \_S5_ (poweroff), COM1, pvpanic, one LNRO0005 per virtio-mmio device
 //!             FADT  hardware-reduced; sleep control/status and reset register = port 0x3c0; X_DSDT
 //!             MADT  one local APIC per vCPU, one I/O APIC
 //!             XSDT  -> FADT, MADT
@@ -44,6 +44,21 @@ pub const PVPANIC_PORT: u16 = 0x505;
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1's interrupt: ISA IRQ 4, identity-mapped to GSI 4 (I/O APIC pin 4).
 pub const COM1_GSI: u32 = 4;
+
+/// A virtio-mmio device as the DSDT declares it (`LNRO0005`, the ACPI id Linux's
+/// virtio_mmio driver matches): its register window and its GSI. Declared in ACPI, not on
+/// the kernel command line, because with the hardware-reduced platform's null PIC Linux
+/// numbers IRQs dynamically: `virtio_mmio.device=...:5` would name Linux IRQ 5, which is
+/// not GSI 5; a `_CRS` Interrupt descriptor is mapped through the I/O APIC as COM1's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioAcpi {
+    /// First byte of the register window (below 4 GiB).
+    pub base: u32,
+    /// Window size.
+    pub len: u32,
+    /// I/O APIC pin (edge-triggered, active high).
+    pub gsi: u32,
+}
 
 /// OEM ID of every table.
 const OEM_ID: [u8; 6] = *b"RUNV  ";
@@ -90,8 +105,12 @@ pub enum Error {
 }
 
 /// Writes RSDP, XSDT, FADT, DSDT and MADT into guest memory; returns the RSDP address.
-pub fn create_acpi_tables<M: GuestMemory>(mem: &M, num_cpus: u8) -> Result<GuestAddress, Error> {
-    for (addr, bytes) in build_tables(num_cpus)? {
+pub fn create_acpi_tables<M: GuestMemory>(
+    mem: &M,
+    num_cpus: u8,
+    virtio: &[VirtioMmioAcpi],
+) -> Result<GuestAddress, Error> {
+    for (addr, bytes) in build_tables(num_cpus, virtio)? {
         mem.write_slice(&bytes, GuestAddress(addr))
             .map_err(|source| Error::GuestMemory {
                 table: signature(&bytes),
@@ -104,7 +123,7 @@ pub fn create_acpi_tables<M: GuestMemory>(mem: &M, num_cpus: u8) -> Result<Guest
 }
 
 /// The tables' bytes and guest addresses, RSDP first (at `ACPI_START`).
-pub fn build_tables(num_cpus: u8) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+pub fn build_tables(num_cpus: u8, virtio: &[VirtioMmioAcpi]) -> Result<Vec<(u64, Vec<u8>)>, Error> {
     if num_cpus == 0 {
         return Err(Error::NoCpus { num_cpus });
     }
@@ -112,7 +131,7 @@ pub fn build_tables(num_cpus: u8) -> Result<Vec<(u64, Vec<u8>)>, Error> {
         next: align_up(ACPI_START + Rsdp::len() as u64),
         tables: Vec::with_capacity(5),
     };
-    let dsdt_addr = area.place(dsdt::build())?;
+    let dsdt_addr = area.place(dsdt::build(virtio))?;
     let fadt_addr = area.place(fadt::build(dsdt_addr))?;
     let madt_addr = area.place(madt::build(num_cpus))?;
     let mut xsdt = XSDT::new(OEM_ID, *b"RUNVXSDT", OEM_REVISION);

@@ -8,7 +8,7 @@ const RSDP_LEN: usize = 36;
 const HEADER_LEN: usize = 36;
 
 fn tables(num_cpus: u8) -> Vec<(u64, Vec<u8>)> {
-    build_tables(num_cpus).expect("tables build")
+    build_tables(num_cpus, &[]).expect("tables build")
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -268,12 +268,12 @@ fn a_table_past_acpi_end_is_an_error_naming_it() {
 
 #[test]
 fn zero_cpus_is_an_error_naming_the_input() {
-    let err = build_tables(0).unwrap_err();
+    let err = build_tables(0, &[]).unwrap_err();
     assert!(matches!(err, Error::NoCpus { num_cpus: 0 }));
     assert!(err.to_string().contains("num_cpus=0"), "{err}");
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
     assert!(matches!(
-        create_acpi_tables(&mem, 0),
+        create_acpi_tables(&mem, 0, &[]),
         Err(Error::NoCpus { .. })
     ));
 }
@@ -281,7 +281,7 @@ fn zero_cpus_is_an_error_naming_the_input() {
 #[test]
 fn create_acpi_tables_writes_rsdp_at_acpi_start() {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
-    let rsdp_addr = create_acpi_tables(&mem, 4).unwrap();
+    let rsdp_addr = create_acpi_tables(&mem, 4, &[]).unwrap();
     assert_eq!(rsdp_addr, GuestAddress(ACPI_START));
     for (addr, bytes) in tables(4) {
         let mut read = vec![0u8; bytes.len()];
@@ -296,7 +296,36 @@ fn create_acpi_tables_writes_rsdp_at_acpi_start() {
 #[test]
 fn memory_without_the_acpi_area_is_an_error_naming_the_table() {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x8_0000)]).unwrap();
-    let err = create_acpi_tables(&mem, 1).unwrap_err();
+    let err = create_acpi_tables(&mem, 1, &[]).unwrap_err();
     assert!(matches!(&err, Error::GuestMemory { addr, .. } if *addr == ACPI_START));
     assert!(err.to_string().contains("RSD PTR"), "{err}");
+}
+
+#[test]
+fn dsdt_declares_each_virtio_mmio_device_with_its_window_and_gsi() {
+    let devs = [
+        VirtioMmioAcpi {
+            base: 0xd000_0000,
+            len: 0x1000,
+            gsi: 5,
+        },
+        VirtioMmioAcpi {
+            base: 0xd000_1000,
+            len: 0x1000,
+            gsi: 6,
+        },
+    ];
+    let tables = build_tables(1, &devs).unwrap();
+    let dsdt = find(&tables, b"DSDT");
+    assert!(contains(dsdt, b"LNRO0005"));
+    assert!(contains(dsdt, b"V000") && contains(dsdt, b"V001"));
+    // Memory32Fixed: tag 0x86, length 9, read-write, base, length.
+    let mut mem = vec![0x86, 0x09, 0x00, 0x01];
+    mem.extend_from_slice(&0xd000_1000u32.to_le_bytes());
+    mem.extend_from_slice(&0x1000u32.to_le_bytes());
+    assert!(contains(dsdt, &mem));
+    // Extended interrupt descriptor: consumer, edge, active high, exclusive; one GSI.
+    let mut irq = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+    irq.extend_from_slice(&6u32.to_le_bytes());
+    assert!(contains(dsdt, &irq));
 }

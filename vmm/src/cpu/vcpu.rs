@@ -8,7 +8,7 @@
 //! reports how the VM ended on the shared exit channel. Exit handling is the plain function
 //! [`handle_exit`], which tests call directly.
 
-use crate::devices::PioBus;
+use crate::devices::Buses;
 use crate::exit::{ExitReason, ExitSender};
 use crate::ratelimit::LogLimiter;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -51,10 +51,10 @@ pub enum Action {
 
 /// Handles one KVM exit of vCPU `id`. Guest-controlled: never panics; unknown ports and
 /// addresses read as all-ones and ignore writes, with rate-limited logs.
-pub fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &PioBus, limiter: &mut LogLimiter) -> Action {
+pub fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &Buses, limiter: &mut LogLimiter) -> Action {
     match exit {
         VcpuExit::IoIn(port, data) => {
-            if !bus.read(port, data) {
+            if !bus.pio.read(port, data) {
                 data.fill(0xff);
                 if limiter.allow() {
                     tracing::debug!("vCPU {id}: in from unhandled port {port:#x}");
@@ -63,20 +63,22 @@ pub fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &PioBus, limiter: &mut LogLi
             Action::Continue
         }
         VcpuExit::IoOut(port, data) => {
-            if !bus.write(port, data) && limiter.allow() {
+            if !bus.pio.write(port, data) && limiter.allow() {
                 tracing::debug!("vCPU {id}: out {data:x?} to unhandled port {port:#x}");
             }
             Action::Continue
         }
         VcpuExit::MmioRead(addr, data) => {
-            data.fill(0xff);
-            if limiter.allow() {
-                tracing::debug!("vCPU {id}: read from unhandled MMIO address {addr:#x}");
+            if !bus.mmio.read(addr, data) {
+                data.fill(0xff);
+                if limiter.allow() {
+                    tracing::debug!("vCPU {id}: read from unhandled MMIO address {addr:#x}");
+                }
             }
             Action::Continue
         }
-        VcpuExit::MmioWrite(addr, _) => {
-            if limiter.allow() {
+        VcpuExit::MmioWrite(addr, data) => {
+            if !bus.mmio.write(addr, data) && limiter.allow() {
                 tracing::debug!("vCPU {id}: write to unhandled MMIO address {addr:#x}");
             }
             Action::Continue
@@ -110,7 +112,7 @@ pub fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &PioBus, limiter: &mut LogLi
 pub struct Vcpu {
     id: u8,
     fd: VcpuFd,
-    bus: Arc<PioBus>,
+    bus: Arc<Buses>,
     exits: ExitSender,
     state: VcpuState,
     limiter: LogLimiter,
@@ -118,7 +120,7 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// Wraps a configured vCPU.
-    pub fn new(id: u8, fd: VcpuFd, bus: Arc<PioBus>, exits: ExitSender) -> Self {
+    pub fn new(id: u8, fd: VcpuFd, bus: Arc<Buses>, exits: ExitSender) -> Self {
         Vcpu {
             id,
             fd,
@@ -206,10 +208,11 @@ mod tests {
     use crate::devices::power::AcpiPowerRegister;
     use std::sync::Mutex;
 
-    fn bus_with_power() -> (PioBus, std::sync::mpsc::Receiver<ExitReason>) {
+    fn bus_with_power() -> (Buses, std::sync::mpsc::Receiver<ExitReason>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut bus = PioBus::default();
-        bus.insert(0x3c0, 1, Arc::new(Mutex::new(AcpiPowerRegister::new(tx))))
+        let mut bus = Buses::default();
+        bus.pio
+            .insert(0x3c0, 1, Arc::new(Mutex::new(AcpiPowerRegister::new(tx))))
             .unwrap();
         (bus, rx)
     }
@@ -257,6 +260,29 @@ mod tests {
             );
         }
         assert_eq!(data, [0xff; 8]);
+    }
+
+    #[test]
+    fn mmio_exits_reach_the_mmio_bus() {
+        struct Echo(u8);
+        impl crate::devices::MmioDevice for Echo {
+            fn read(&mut self, _: u64, data: &mut [u8]) {
+                data.fill(self.0);
+            }
+            fn write(&mut self, _: u64, data: &[u8]) {
+                self.0 = data[0];
+            }
+        }
+        let (mut bus, _rx) = bus_with_power();
+        bus.mmio
+            .insert(0xd000_0000, 0x1000, Arc::new(Mutex::new(Echo(0))))
+            .unwrap();
+        let mut l = LogLimiter::new();
+        let a = handle_exit(0, VcpuExit::MmioWrite(0xd000_0070, &[7]), &bus, &mut l);
+        assert_eq!(a, Action::Continue);
+        let mut data = [0u8; 4];
+        handle_exit(0, VcpuExit::MmioRead(0xd000_0000, &mut data), &bus, &mut l);
+        assert_eq!(data, [7; 4]);
     }
 
     #[test]

@@ -46,6 +46,7 @@
 //! direct call of the handler, and [`Interrupt::for_tests`].
 
 pub mod fs;
+pub mod mmio;
 
 use crate::event_loop::{self, EventLoopHandle};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
