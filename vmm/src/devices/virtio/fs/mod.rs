@@ -164,6 +164,7 @@ impl FsConfig {
     /// read-only gate. The root is opened when the guest sends FUSE_INIT.
     pub fn server(&self) -> Result<Server<ShareFs>, Error> {
         let dir = self.resolved_dir()?;
+        raise_fd_limit();
         let fs = PassthroughFs::<()>::new(passthrough_config(&dir)).map_err(|source| {
             Error::Passthrough {
                 tag: self.tag.clone(),
@@ -172,6 +173,32 @@ impl FsConfig {
             }
         })?;
         Ok(Server::new(WriteGate::new(fs, self.read_only)))
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: the passthrough keeps one
+/// `O_PATH` descriptor per inode the guest has looked up, and a guest walking a root
+/// filesystem easily holds more than the usual soft limit of 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `lim`, a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
+    {
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads only `lim`; raising the soft limit up to the hard one is
+    // always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        tracing::warn!(
+            "virtio-fs: raising the open-file limit to {}: {}",
+            lim.rlim_max,
+            io::Error::last_os_error()
+        );
     }
 }
 
