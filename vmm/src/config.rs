@@ -44,6 +44,8 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Serial console destination.
     pub console: Console,
+    /// virtio-fs shares (`--fs`).
+    pub fs: Vec<crate::devices::virtio::fs::FsConfig>,
 }
 
 /// An invalid configuration value, naming it.
@@ -55,6 +57,9 @@ pub enum Error {
     /// Memory size out of range.
     #[error("--memory {0} is invalid: it must be at least {min} MiB", min = crate::memory::MIN_MEMORY_MIB)]
     Memory(u64),
+    /// Two virtio-fs shares with one tag: the guest could not tell them apart.
+    #[error("--fs tag={0} is given twice: tags must be unique")]
+    FsTag(String),
 }
 
 impl VmConfig {
@@ -65,6 +70,11 @@ impl VmConfig {
         }
         if self.memory_mib < crate::memory::MIN_MEMORY_MIB {
             return Err(Error::Memory(self.memory_mib));
+        }
+        for (i, fs) in self.fs.iter().enumerate() {
+            if self.fs[..i].iter().any(|other| other.tag == fs.tag) {
+                return Err(Error::FsTag(fs.tag.clone()));
+            }
         }
         Ok(())
     }
@@ -82,6 +92,7 @@ mod tests {
             cpus,
             memory_mib,
             console: Console::Stdout,
+            fs: Vec::new(),
         }
     }
 
@@ -110,5 +121,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--memory 8"));
+    }
+
+    #[test]
+    fn fs_tags_are_unique() {
+        let mut c = cfg(1, 128);
+        c.fs = vec![
+            "tag=a,path=/x".parse().unwrap(),
+            "tag=b,path=/x,ro".parse().unwrap(),
+        ];
+        assert!(c.validate().is_ok());
+        c.fs.push("tag=a,path=/y".parse().unwrap());
+        assert!(c.validate().unwrap_err().to_string().contains("--fs tag=a"));
     }
 }

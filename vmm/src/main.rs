@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use vmm::devices::virtio::fs::FsConfig;
 use vmm::{Console, ExitReason, VmConfig};
 
 /// Boot a Linux guest kernel in a KVM micro-VM.
@@ -30,13 +31,19 @@ struct Args {
     /// Serial console: stdout, off, or a file path to append to.
     #[arg(long, default_value = "stdout")]
     console: Console,
+    /// Share a host directory over virtio-fs: tag=NAME,path=DIR[,ro] (repeatable); the guest
+    /// mounts it with `mount -t virtiofs NAME /mnt`.
+    #[arg(long = "fs", value_name = "tag=NAME,path=DIR[,ro]")]
+    fs: Vec<FsConfig>,
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // fuse-backend-rs logs malformed guest requests without a limit; the
+                // virtio-fs handler reports them, rate-limited, instead.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuse_backend_rs=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -54,6 +61,7 @@ fn main() {
         cpus: args.cpus,
         memory_mib: args.memory,
         console: args.console,
+        fs: args.fs,
     };
     let code = match vmm::run(&config) {
         Ok(ExitReason::PowerOff) => 0,

@@ -75,6 +75,9 @@ pub enum Error {
     /// The device event loop.
     #[error(transparent)]
     EventLoop(#[from] event_loop::Error),
+    /// A virtio-fs share.
+    #[error(transparent)]
+    Fs(#[from] crate::devices::virtio::fs::Error),
     /// No GSI left for another virtio-mmio device.
     #[error("cannot add virtio device {0}: all {n} virtio-mmio interrupts (GSI {VIRTIO_FIRST_GSI}-{VIRTIO_LAST_GSI}) are taken", n = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
     TooManyDevices(String),
@@ -388,7 +391,10 @@ fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
 
 /// Adds the virtio devices of `config`.
 fn add_virtio_devices(vm: &mut Vm, config: &VmConfig) -> Result<()> {
-    let _ = (vm, config);
+    for share in &config.fs {
+        let device = crate::devices::virtio::fs::Fs::new(share)?;
+        vm.add_virtio_device(&format!("virtio-fs {}", share.tag), Box::new(device))?;
+    }
     Ok(())
 }
 
