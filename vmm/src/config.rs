@@ -46,6 +46,8 @@ pub struct VmConfig {
     pub console: Console,
     /// virtio-fs shares (`--fs`).
     pub fs: Vec<crate::devices::virtio::fs::FsConfig>,
+    /// virtio-blk images (`--block`), in order: the first is /dev/vda.
+    pub block: Vec<crate::devices::virtio::block::BlockConfig>,
 }
 
 /// An invalid configuration value, naming it.
@@ -93,6 +95,7 @@ mod tests {
             memory_mib,
             console: Console::Stdout,
             fs: Vec::new(),
+            block: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use vmm::devices::virtio::block::BlockConfig;
 use vmm::devices::virtio::fs::FsConfig;
 use vmm::{Console, ExitReason, VmConfig};
 
@@ -35,6 +36,10 @@ struct Args {
     /// mounts it with `mount -t virtiofs NAME /mnt`.
     #[arg(long = "fs", value_name = "tag=NAME,path=DIR[,ro]")]
     fs: Vec<FsConfig>,
+    /// Attach a raw disk image over virtio-blk: path=FILE[,ro][,id=NAME] (repeatable; the
+    /// first is /dev/vda). `id` is the serial the guest sees, by default the file name.
+    #[arg(long = "block", value_name = "path=FILE[,ro][,id=NAME]")]
+    block: Vec<BlockConfig>,
 }
 
 fn main() {
@@ -62,6 +67,7 @@ fn main() {
         memory_mib: args.memory,
         console: args.console,
         fs: args.fs,
+        block: args.block,
     };
     let code = match vmm::run(&config) {
         Ok(ExitReason::PowerOff) => 0,

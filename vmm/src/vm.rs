@@ -75,6 +75,9 @@ pub enum Error {
     /// The device event loop.
     #[error(transparent)]
     EventLoop(#[from] event_loop::Error),
+    /// A virtio-blk image.
+    #[error(transparent)]
+    Block(#[from] crate::devices::virtio::block::Error),
     /// A virtio-fs share.
     #[error(transparent)]
     Fs(#[from] crate::devices::virtio::fs::Error),
@@ -391,6 +394,11 @@ fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
 
 /// Adds the virtio devices of `config`.
 fn add_virtio_devices(vm: &mut Vm, config: &VmConfig) -> Result<()> {
+    for image in &config.block {
+        let device = crate::devices::virtio::block::Block::new(image)?;
+        let name = device.name().to_string();
+        vm.add_virtio_device(&name, Box::new(device))?;
+    }
     for share in &config.fs {
         let device = crate::devices::virtio::fs::Fs::new(share)?;
         vm.add_virtio_device(&format!("virtio-fs {}", share.tag), Box::new(device))?;

@@ -45,6 +45,7 @@
 //! `GuestMemoryMmap::from_ranges`, an [`EventLoop`](crate::event_loop::EventLoop) or a
 //! direct call of the handler, and [`Interrupt::for_tests`].
 
+pub mod block;
 pub mod fs;
 pub mod mmio;
 

@@ -1,0 +1,165 @@
+//! The virtio-blk device: features, configuration space, activation.
+
+use super::handler::{BlockHandler, Disk, ID_BYTES, SECTOR_SIZE};
+use super::{BlockConfig, Error};
+use crate::devices::virtio::{
+    read_config_bytes, ActivateArgs, ActivateError, QueueT, VirtioDevice, TYPE_BLOCK,
+    VIRTIO_RING_F_EVENT_IDX,
+};
+use crate::event_loop::{EventLoopHandle, EventSet, HandlerId};
+use crate::ratelimit::LogLimiter;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+
+/// Feature: the device is read-only.
+pub const VIRTIO_BLK_F_RO: u32 = 5;
+/// Feature: the device supports FLUSH.
+pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+/// One request queue.
+const QUEUE_SIZES: [u16; 1] = [256];
+
+/// A raw disk image as a virtio block device.
+pub struct Block {
+    name: String,
+    file: File,
+    read_only: bool,
+    capacity: u64,
+    id: [u8; ID_BYTES],
+    config: [u8; 8],
+    active: Option<(EventLoopHandle, HandlerId)>,
+    limiter: LogLimiter,
+}
+
+impl Block {
+    /// Opens the image of `cfg` (read-only if `cfg.read_only`).
+    pub fn new(cfg: &BlockConfig) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!cfg.read_only)
+            .open(&cfg.path)
+            .map_err(|source| Error::Open {
+                path: cfg.path.clone(),
+                source,
+            })?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Open {
+                path: cfg.path.clone(),
+                source,
+            })?
+            .len();
+        let capacity = len / SECTOR_SIZE;
+        let id_str = cfg.id();
+        let mut id = [0u8; ID_BYTES];
+        let n = id_str.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&id_str.as_bytes()[..n]);
+        Ok(Block {
+            name: format!("virtio-blk {id_str}"),
+            file,
+            read_only: cfg.read_only,
+            capacity,
+            id,
+            config: capacity.to_le_bytes(),
+            active: None,
+            limiter: LogLimiter::new(),
+        })
+    }
+
+    /// Name for logs ("virtio-blk ID").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Disk size in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn features(&self) -> u64 {
+        let ro = if self.read_only {
+            1 << VIRTIO_BLK_F_RO
+        } else {
+            0
+        };
+        ro | (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_RING_F_EVENT_IDX)
+    }
+
+    fn ack_features(&mut self, _features: u64) {}
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        if self.limiter.allow() {
+            tracing::warn!(
+                "{}: {}-byte write to read-only config offset {offset:#x}; ignored",
+                self.name,
+                data.len()
+            );
+        }
+    }
+
+    fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
+        let invalid = |reason: &str| ActivateError::Invalid {
+            device: self.name.clone(),
+            reason: reason.into(),
+        };
+        let queue = args
+            .queues
+            .into_iter()
+            .next()
+            .filter(|q| q.ready())
+            .ok_or_else(|| invalid("the request queue is not ready"))?;
+        let queue_evt = args
+            .queue_evts
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid("no queue eventfd"))?;
+        let file = self.file.try_clone().map_err(|source| ActivateError::Io {
+            device: self.name.clone(),
+            what: "duplicating the image fd".into(),
+            source,
+        })?;
+        let fd = queue_evt.as_raw_fd();
+        let handler = BlockHandler {
+            name: self.name.clone(),
+            mem: args.mem,
+            queue,
+            queue_evt,
+            interrupt: args.interrupt,
+            disk: Disk {
+                file,
+                read_only: self.read_only,
+                capacity: self.capacity,
+                id: self.id,
+            },
+            limiter: LogLimiter::new(),
+        };
+        let id = args
+            .event_loop
+            .add_handler(Box::new(handler), &[(fd, EventSet::IN)])
+            .map_err(|source| ActivateError::EventLoop {
+                device: self.name.clone(),
+                source,
+            })?;
+        self.active = Some((args.event_loop, id));
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some((event_loop, id)) = self.active.take() {
+            event_loop.remove_handler(id);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! virtio-blk request processing (virtio 1.2, 5.2.6), transport-agnostic.
+//!
+//! A request is a descriptor chain: a 16-byte device-readable header (type, reserved,
+//! sector), data descriptors (device-writable for IN and GET_ID, device-readable for OUT),
+//! and a final device-writable status byte. Every part is checked: directions, lengths
+//! (data a multiple of 512 bytes, within the disk), addresses (inside guest memory), chain
+//! termination (a descriptor loop ends the chain without a terminating descriptor). A bad
+//! request gets VIRTIO_BLK_S_IOERR (or UNSUPP for an unknown type); a chain without a
+//! usable status byte is returned to the driver with nothing written (used length 0).
+
+use crate::devices::virtio::{Interrupt, Queue, QueueT};
+use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
+use crate::ratelimit::LogLimiter;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Sector size of the virtio-blk protocol.
+pub const SECTOR_SIZE: u64 = 512;
+/// Length of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
+pub const ID_BYTES: usize = 20;
+
+/// Request types.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Write.
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Flush.
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Device ID string.
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+
+/// Status: success.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Status: I/O error (also: malformed request, read-only device, out of range).
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Status: unsupported request type.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+/// Request header size (type, reserved, sector).
+const HEADER_LEN: u32 = 16;
+/// Largest bounce buffer per copy step.
+const CHUNK: usize = 1 << 20;
+
+/// Why one request failed; logged rate-limited, answered with a status byte.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The chain's shape is wrong (missing header or status, wrong direction, a loop).
+    #[error("malformed descriptor chain: {0}")]
+    Malformed(&'static str),
+    /// A descriptor points outside guest memory.
+    #[error("descriptor at {addr:#x} (+{len}) is outside guest memory")]
+    BadAddress {
+        /// Guest address.
+        addr: u64,
+        /// Length.
+        len: u32,
+    },
+    /// Data length not a multiple of the sector size.
+    #[error("data length {0} is not a multiple of 512")]
+    BadLength(u64),
+    /// The request reaches past the end of the disk.
+    #[error("sectors {sector}+{len} bytes past the disk's {capacity} sectors")]
+    OutOfRange {
+        /// First sector.
+        sector: u64,
+        /// Data bytes.
+        len: u64,
+        /// Disk size in sectors.
+        capacity: u64,
+    },
+    /// A write to a read-only disk.
+    #[error("write to a read-only disk")]
+    ReadOnly,
+    /// Unknown request type.
+    #[error("unsupported request type {0}")]
+    Unsupported(u32),
+    /// The image file failed.
+    #[error("image I/O at byte {offset}: {source}")]
+    Io {
+        /// Offset in the image.
+        offset: u64,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl RequestError {
+    fn status(&self) -> u8 {
+        match self {
+            RequestError::Unsupported(_) => VIRTIO_BLK_S_UNSUPP,
+            _ => VIRTIO_BLK_S_IOERR,
+        }
+    }
+}
+
+/// The backing image.
+pub struct Disk {
+    /// Raw image, opened read-write unless `read_only`.
+    pub file: File,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Size in 512-byte sectors.
+    pub capacity: u64,
+    /// GET_ID answer, NUL-padded.
+    pub id: [u8; ID_BYTES],
+}
+
+fn check(mem: &GuestMemoryMmap, d: &Descriptor) -> Result<(), RequestError> {
+    if mem.check_range(d.addr(), d.len() as usize) {
+        Ok(())
+    } else {
+        Err(RequestError::BadAddress {
+            addr: d.addr().raw_value(),
+            len: d.len(),
+        })
+    }
+}
+
+/// Copies between the image at `offset` and guest memory, one data descriptor at a time.
+fn transfer(
+    mem: &GuestMemoryMmap,
+    disk: &Disk,
+    data: &[Descriptor],
+    mut offset: u64,
+    to_guest: bool,
+) -> Result<u32, RequestError> {
+    let mut buf = Vec::new();
+    let mut written = 0u32;
+    for d in data {
+        let mut done = 0usize;
+        let len = d.len() as usize;
+        while done < len {
+            let n = (len - done).min(CHUNK);
+            buf.resize(n, 0);
+            let addr = GuestAddress(d.addr().raw_value() + done as u64);
+            let io = |source| RequestError::Io { offset, source };
+            let bad = |_| RequestError::BadAddress {
+                addr: addr.raw_value(),
+                len: n as u32,
+            };
+            if to_guest {
+                disk.file.read_exact_at(&mut buf, offset).map_err(io)?;
+                mem.write_slice(&buf, addr).map_err(bad)?;
+                written += n as u32;
+            } else {
+                mem.read_slice(&mut buf, addr).map_err(bad)?;
+                disk.file.write_all_at(&buf, offset).map_err(io)?;
+            }
+            done += n;
+            offset += n as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// Executes one request whose chain is `descs` (status descriptor excluded); returns the
+/// bytes written into guest buffers (excluding the status byte).
+fn execute(mem: &GuestMemoryMmap, disk: &Disk, descs: &[Descriptor]) -> Result<u32, RequestError> {
+    let (header, data) = descs
+        .split_first()
+        .ok_or(RequestError::Malformed("no header"))?;
+    if header.is_write_only() || header.len() < HEADER_LEN {
+        return Err(RequestError::Malformed(
+            "header not device-readable or short",
+        ));
+    }
+    let req_type: u32 = mem
+        .read_obj(header.addr())
+        .map_err(|_| RequestError::BadAddress {
+            addr: header.addr().raw_value(),
+            len: header.len(),
+        })?;
+    let sector: u64 = header
+        .addr()
+        .checked_add(8)
+        .and_then(|a| mem.read_obj(a).ok())
+        .ok_or(RequestError::BadAddress {
+            addr: header.addr().raw_value(),
+            len: header.len(),
+        })?;
+    for d in data {
+        check(mem, d)?;
+    }
+    let total: u64 = data.iter().map(|d| u64::from(d.len())).sum();
+    let want_write_only = match req_type {
+        VIRTIO_BLK_T_IN | VIRTIO_BLK_T_GET_ID => true,
+        VIRTIO_BLK_T_OUT => false,
+        VIRTIO_BLK_T_FLUSH => return disk_flush(disk, data),
+        other => return Err(RequestError::Unsupported(other)),
+    };
+    if data.iter().any(|d| d.is_write_only() != want_write_only) {
+        return Err(RequestError::Malformed(
+            "data descriptor of the wrong direction",
+        ));
+    }
+    if req_type == VIRTIO_BLK_T_GET_ID {
+        let d = data
+            .first()
+            .ok_or(RequestError::Malformed("GET_ID without a buffer"))?;
+        let n = (d.len() as usize).min(ID_BYTES);
+        mem.write_slice(&disk.id[..n], d.addr())
+            .map_err(|_| RequestError::BadAddress {
+                addr: d.addr().raw_value(),
+                len: d.len(),
+            })?;
+        return Ok(n as u32);
+    }
+    if total == 0 || total % SECTOR_SIZE != 0 {
+        return Err(RequestError::BadLength(total));
+    }
+    let end = sector
+        .checked_mul(SECTOR_SIZE)
+        .and_then(|start| start.checked_add(total));
+    if !end.is_some_and(|end| end <= disk.capacity * SECTOR_SIZE) {
+        return Err(RequestError::OutOfRange {
+            sector,
+            len: total,
+            capacity: disk.capacity,
+        });
+    }
+    let offset = sector * SECTOR_SIZE;
+    if req_type == VIRTIO_BLK_T_OUT {
+        if disk.read_only {
+            return Err(RequestError::ReadOnly);
+        }
+        transfer(mem, disk, data, offset, false)
+    } else {
+        transfer(mem, disk, data, offset, true)
+    }
+}
+
+fn disk_flush(disk: &Disk, data: &[Descriptor]) -> Result<u32, RequestError> {
+    if !data.is_empty() {
+        return Err(RequestError::Malformed("FLUSH with data descriptors"));
+    }
+    if !disk.read_only {
+        disk.file
+            .sync_data()
+            .map_err(|source| RequestError::Io { offset: 0, source })?;
+    }
+    Ok(0)
+}
+
+/// Handles one chain: returns the used length to report, after writing the status byte
+/// (or `None` written when the chain has no usable status descriptor).
+pub fn process_chain<I>(
+    mem: &GuestMemoryMmap,
+    disk: &Disk,
+    chain: I,
+    limiter: &mut LogLimiter,
+    name: &str,
+) -> u32
+where
+    I: Iterator<Item = Descriptor>,
+{
+    let mut descs: Vec<Descriptor> = chain.collect();
+    // The iterator stops at a loop (after queue-size descriptors) or at an unreadable
+    // descriptor; a chain whose last descriptor still points on was cut short.
+    let terminated = descs.last().is_some_and(|d| !d.has_next());
+    let status = match descs.pop() {
+        Some(s) if terminated && s.is_write_only() && s.len() >= 1 && check(mem, &s).is_ok() => s,
+        _ => {
+            if limiter.allow() {
+                tracing::warn!("{name}: request dropped: no valid status descriptor (loop, wrong direction or bad address)");
+            }
+            return 0;
+        }
+    };
+    let (code, len) = match execute(mem, disk, &descs) {
+        Ok(len) => (VIRTIO_BLK_S_OK, len),
+        Err(e) => {
+            if limiter.allow() {
+                tracing::warn!("{name}: request failed: {e}");
+            }
+            (e.status(), 0)
+        }
+    };
+    if mem.write_obj(code, status.addr()).is_err() {
+        return 0;
+    }
+    len.saturating_add(1)
+}
+
+/// The virtio-blk queue handler, run on the event-loop thread.
+pub struct BlockHandler {
+    /// For logs.
+    pub name: String,
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The request queue.
+    pub queue: Queue,
+    /// Becomes readable when the driver notifies the queue.
+    pub queue_evt: EventFd,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+    /// The image.
+    pub disk: Disk,
+    /// Rate limit for guest-caused log lines.
+    pub limiter: LogLimiter,
+}
+
+/// A queue-level failure: the rings themselves are unusable; the device is broken.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: request queue: {source:?}")]
+pub struct QueueError {
+    name: String,
+    source: virtio_queue::Error,
+}
+
+impl BlockHandler {
+    /// Serves every available request; raises the interrupt if the driver wants one.
+    pub fn process_queue(&mut self) -> Result<(), QueueError> {
+        let qerr = |name: &str| {
+            let name = name.to_string();
+            move |source| QueueError { name, source }
+        };
+        loop {
+            self.queue
+                .disable_notification(&self.mem)
+                .map_err(qerr(&self.name))?;
+            while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
+                let head = chain.head_index();
+                let len =
+                    process_chain(&self.mem, &self.disk, chain, &mut self.limiter, &self.name);
+                self.queue
+                    .add_used(&self.mem, head, len)
+                    .map_err(qerr(&self.name))?;
+            }
+            if !self
+                .queue
+                .enable_notification(&self.mem)
+                .map_err(qerr(&self.name))?
+            {
+                break;
+            }
+        }
+        if self
+            .queue
+            .needs_notification(&self.mem)
+            .map_err(qerr(&self.name))?
+        {
+            if let Err(e) = self.interrupt.signal_used_queue() {
+                if self.limiter.allow() {
+                    tracing::warn!("{}: raising the interrupt: {e}", self.name);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventHandler for BlockHandler {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handle_event(&mut self, _event: Event, _ops: &mut EventOps<'_>) -> Result<(), HandlerError> {
+        // EAGAIN: a spurious wake-up; process anyway, it is cheap.
+        let _ = self.queue_evt.read();
+        self.process_queue()?;
+        Ok(())
+    }
+
+    fn broken(&mut self) {
+        self.interrupt.set_needs_reset();
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
