@@ -48,6 +48,7 @@
 pub mod block;
 pub mod fs;
 pub mod mmio;
+pub mod vsock;
 
 use crate::event_loop::{self, EventLoopHandle};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -1,0 +1,231 @@
+//! Queue processing: guest TX chains to the muxer, muxer packets into guest RX chains.
+//! Transport-agnostic (plain functions over a queue, guest memory and the muxer), plus the
+//! event-loop handler that calls them.
+//!
+//! A malformed chain (too short, header outside guest memory, wrong direction, payload
+//! larger than [`MAX_PKT_DATA`] or than its buffer) is returned to the guest unused, with
+//! a rate-limited log line; it never stops the device.
+
+use super::muxer::Muxer;
+use super::packet::Hdr;
+use super::MAX_PKT_DATA;
+use crate::devices::virtio::{GuestMemoryMmap, Interrupt, Queue, QueueT};
+use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
+use crate::ratelimit::LogLimiter;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use virtio_queue::QueueOwnedT;
+use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Queue indexes (virtio spec 5.10.2).
+pub const RX_QUEUE: usize = 0;
+/// Guest to device.
+pub const TX_QUEUE: usize = 1;
+/// Device events (transport reset); never used by this device.
+pub const EVENT_QUEUE: usize = 2;
+
+/// Errors that stop the device (the guest then sees DEVICE_NEEDS_RESET).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the used ring failed (its address was checked at activation).
+    #[error("vsock {queue} queue: adding descriptor {head} to the used ring: {source}")]
+    UsedRing {
+        /// "rx" or "tx".
+        queue: &'static str,
+        /// The chain's head index.
+        head: u16,
+        /// Cause.
+        source: virtio_queue::Error,
+    },
+    /// The muxer's epoll failed.
+    #[error(transparent)]
+    Muxer(#[from] super::muxer::Error),
+    /// Raising the interrupt failed.
+    #[error("vsock: raising the interrupt: {0}")]
+    Interrupt(std::io::Error),
+}
+
+fn add_used(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    name: &'static str,
+    head: u16,
+    len: u32,
+    log: &mut LogLimiter,
+) -> Result<bool, Error> {
+    if head >= queue.size() {
+        // A guest-written head index out of range has no used slot to go to.
+        if log.allow() {
+            tracing::warn!("vsock {name} queue: descriptor index {head} out of range, dropped");
+        }
+        return Ok(false);
+    }
+    queue
+        .add_used(mem, head, len)
+        .map(|()| true)
+        .map_err(|source| Error::UsedRing {
+            queue: name,
+            head,
+            source,
+        })
+}
+
+/// Hands every chain of the TX queue to the muxer. Returns whether the used ring changed.
+pub fn process_tx(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    muxer: &mut Muxer,
+    log: &mut LogLimiter,
+) -> Result<bool, Error> {
+    let mut used = false;
+    while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
+            Ok(pkt) => muxer.send_pkt(&Hdr::from_packet(&pkt), pkt.data_slice()),
+            Err(e) => {
+                if log.allow() {
+                    tracing::warn!("vsock tx: malformed chain at descriptor {head} dropped: {e}");
+                }
+            }
+        }
+        used |= add_used(queue, mem, "tx", head, 0, log)?;
+    }
+    Ok(used)
+}
+
+/// Fills RX chains with the muxer's packets while both last. Returns whether the used
+/// ring changed.
+pub fn process_rx(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    muxer: &mut Muxer,
+    log: &mut LogLimiter,
+) -> Result<bool, Error> {
+    let mut used = false;
+    while muxer.has_pending_rx() {
+        let Some(mut chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let len = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
+            Ok(mut pkt) => {
+                let Some(buf) = pkt.data_slice().copied() else {
+                    // from_rx_virtq_chain always gives a data buffer; be safe anyway.
+                    queue.go_to_previous_position();
+                    break;
+                };
+                match muxer.recv_pkt(&buf) {
+                    Some(hdr) => {
+                        hdr.write_to(&mut pkt);
+                        PKT_HEADER_SIZE as u32 + hdr.len
+                    }
+                    None => {
+                        // Nothing after all (a host stream had no data): keep the buffer.
+                        queue.go_to_previous_position();
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                if log.allow() {
+                    tracing::warn!("vsock rx: malformed chain at descriptor {head} dropped: {e}");
+                }
+                0
+            }
+        };
+        used |= add_used(queue, mem, "rx", head, len, log)?;
+    }
+    Ok(used)
+}
+
+/// The device's work on the event-loop thread: queue notifications and the muxer's fd.
+pub struct VsockHandler {
+    name: String,
+    mem: GuestMemoryMmap,
+    rxq: Queue,
+    txq: Queue,
+    queue_evts: Vec<EventFd>,
+    interrupt: Arc<Interrupt>,
+    muxer: Arc<Mutex<Muxer>>,
+    muxer_fd: RawFd,
+    log: LogLimiter,
+}
+
+fn lock(m: &Mutex<Muxer>) -> MutexGuard<'_, Muxer> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VsockHandler {
+    /// A handler over the RX and TX queues (the event queue is never used).
+    pub fn new(
+        name: String,
+        mem: GuestMemoryMmap,
+        rxq: Queue,
+        txq: Queue,
+        queue_evts: Vec<EventFd>,
+        interrupt: Arc<Interrupt>,
+        muxer: Arc<Mutex<Muxer>>,
+    ) -> Self {
+        let muxer_fd = lock(&muxer).as_raw_fd();
+        VsockHandler {
+            name,
+            mem,
+            rxq,
+            txq,
+            queue_evts,
+            interrupt,
+            muxer,
+            muxer_fd,
+            log: LogLimiter::new(),
+        }
+    }
+
+    /// The muxer's epoll fd, to be watched for IN.
+    pub fn muxer_fd(&self) -> RawFd {
+        self.muxer_fd
+    }
+
+    fn run(&mut self, fd: RawFd) -> Result<(), Error> {
+        let mut muxer = lock(&self.muxer);
+        let mut used = false;
+        if let Some(i) = self.queue_evts.iter().position(|e| e.as_raw_fd() == fd) {
+            // Clear the notification; an empty counter (spurious wake) is fine.
+            let _ = self.queue_evts[i].read();
+            if i == TX_QUEUE && self.txq.ready() {
+                used |= process_tx(&mut self.txq, &self.mem, &mut muxer, &mut self.log)?;
+            }
+        } else if fd == self.muxer_fd {
+            muxer.process_host_events()?;
+        }
+        if self.rxq.ready() {
+            used |= process_rx(&mut self.rxq, &self.mem, &mut muxer, &mut self.log)?;
+        }
+        drop(muxer);
+        if used {
+            // Without EVENT_IDX the driver always wants the interrupt.
+            self.interrupt
+                .signal_used_queue()
+                .map_err(Error::Interrupt)?;
+        }
+        Ok(())
+    }
+}
+
+impl EventHandler for VsockHandler {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handle_event(&mut self, event: Event, _ops: &mut EventOps<'_>) -> Result<(), HandlerError> {
+        Ok(self.run(event.fd)?)
+    }
+
+    fn broken(&mut self) {
+        self.interrupt.set_needs_reset();
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;
