@@ -48,6 +48,8 @@ pub struct VmConfig {
     pub fs: Vec<crate::devices::virtio::fs::FsConfig>,
     /// virtio-blk images (`--block`), in order: the first is /dev/vda.
     pub block: Vec<crate::devices::virtio::block::BlockConfig>,
+    /// The hybrid-vsock device (`--vsock`).
+    pub vsock: Option<crate::devices::virtio::vsock::VsockConfig>,
 }
 
 /// An invalid configuration value, naming it.
@@ -96,6 +98,7 @@ mod tests {
             console: Console::Stdout,
             fs: Vec::new(),
             block: Vec::new(),
+            vsock: None,
         }
     }
 

@@ -8,6 +8,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use vmm::devices::virtio::block::BlockConfig;
 use vmm::devices::virtio::fs::FsConfig;
+use vmm::devices::virtio::vsock::VsockConfig;
 use vmm::{Console, ExitReason, VmConfig};
 
 /// Boot a Linux guest kernel in a KVM micro-VM.
@@ -40,6 +41,10 @@ struct Args {
     /// first is /dev/vda). `id` is the serial the guest sees, by default the file name.
     #[arg(long = "block", value_name = "path=FILE[,ro][,id=NAME]")]
     block: Vec<BlockConfig>,
+    /// virtio-vsock over Unix sockets (hybrid vsock): cid=N,uds=PATH. Host clients connect
+    /// to PATH and write "CONNECT <port>\n"; guest connects to host port P reach PATH_P.
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    vsock: Option<VsockConfig>,
 }
 
 fn main() {
@@ -68,6 +73,7 @@ fn main() {
         console: args.console,
         fs: args.fs,
         block: args.block,
+        vsock: args.vsock,
     };
     let code = match vmm::run(&config) {
         Ok(ExitReason::PowerOff) => 0,

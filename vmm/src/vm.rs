@@ -81,6 +81,9 @@ pub enum Error {
     /// A virtio-fs share.
     #[error(transparent)]
     Fs(#[from] crate::devices::virtio::fs::Error),
+    /// The vsock device.
+    #[error(transparent)]
+    Vsock(#[from] crate::devices::virtio::vsock::device::Error),
     /// No GSI left for another virtio-mmio device.
     #[error("cannot add virtio device {0}: all {n} virtio-mmio interrupts (GSI {VIRTIO_FIRST_GSI}-{VIRTIO_LAST_GSI}) are taken", n = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
     TooManyDevices(String),
@@ -402,6 +405,12 @@ fn add_virtio_devices(vm: &mut Vm, config: &VmConfig) -> Result<()> {
     for share in &config.fs {
         let device = crate::devices::virtio::fs::Fs::new(share)?;
         vm.add_virtio_device(&format!("virtio-fs {}", share.tag), Box::new(device))?;
+    }
+    if let Some(vsock) = &config.vsock {
+        // Dropping the device (when the VM ends, or on an error here) removes the socket.
+        let device = crate::devices::virtio::vsock::VsockDevice::new(vsock.cid, &vsock.uds)?;
+        let name = format!("virtio-vsock cid {}", vsock.cid);
+        vm.add_virtio_device(&name, Box::new(device))?;
     }
     Ok(())
 }

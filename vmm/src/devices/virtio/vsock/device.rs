@@ -26,6 +26,54 @@ pub enum Error {
     Muxer(#[from] muxer::Error),
 }
 
+/// `--vsock cid=N,uds=PATH`: the guest's CID and the VMM's hybrid-vsock socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's CID (3 to 2^32-2).
+    pub cid: u64,
+    /// The Unix socket the VMM listens on; guest connects to port P go to `<uds>_P`.
+    pub uds: PathBuf,
+}
+
+/// Longest `uds=` path: `<uds>_4294967295` must still fit a sockaddr_un (107 bytes).
+pub const MAX_UDS_LEN: usize = 107 - "_4294967295".len();
+
+impl std::str::FromStr for VsockConfig {
+    type Err = String;
+
+    /// `cid=N,uds=PATH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut cid = None;
+        let mut uds = None;
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("cid", v)) if cid.is_none() => {
+                    cid = Some(v.parse::<u64>().map_err(|_| {
+                        format!("--vsock {s:?}: cid {v:?} is not a number")
+                    })?)
+                }
+                Some(("uds", v)) if uds.is_none() && !v.is_empty() => uds = Some(PathBuf::from(v)),
+                _ => {
+                    return Err(format!(
+                        "--vsock {s:?}: unknown, repeated or empty part {part:?} (expected cid=N,uds=PATH)"
+                    ))
+                }
+            }
+        }
+        let cid = cid.ok_or_else(|| format!("--vsock {s:?}: cid=N is missing"))?;
+        if !(3..u64::from(u32::MAX)).contains(&cid) {
+            return Err(format!("--vsock {s:?}: {}", Error::Cid(cid)));
+        }
+        let uds = uds.ok_or_else(|| format!("--vsock {s:?}: uds=PATH is missing"))?;
+        if uds.as_os_str().len() > MAX_UDS_LEN {
+            return Err(format!(
+                "--vsock {s:?}: the uds path is longer than {MAX_UDS_LEN} bytes"
+            ));
+        }
+        Ok(VsockConfig { cid, uds })
+    }
+}
+
 /// A hybrid-vsock device: guest CID `cid`, host side on the Unix socket `uds`.
 pub struct VsockDevice {
     cid: u64,
@@ -197,6 +245,34 @@ mod tests {
             let e = VsockDevice::new(cid, &path).unwrap_err();
             assert!(e.to_string().contains(&format!("cid={cid}")), "{e}");
         }
+    }
+
+    #[test]
+    fn the_command_line_form_parses_and_bad_ones_are_named() {
+        let c: VsockConfig = "cid=3,uds=/run/v.sock".parse().unwrap();
+        assert_eq!(
+            c,
+            VsockConfig {
+                cid: 3,
+                uds: "/run/v.sock".into()
+            }
+        );
+        assert_eq!("uds=/a,cid=99".parse::<VsockConfig>().unwrap().cid, 99);
+        for (bad, says) in [
+            ("cid=3", "uds=PATH is missing"),
+            ("uds=/a", "cid=N is missing"),
+            ("cid=x,uds=/a", "cid \"x\""),
+            ("cid=2,uds=/a", "cid=2 is invalid"),
+            ("cid=4294967295,uds=/a", "is invalid"),
+            ("cid=3,uds=", "empty part"),
+            ("cid=3,cid=4,uds=/a", "repeated"),
+            ("cid=3,uds=/a,ro", "\"ro\""),
+        ] {
+            let e = bad.parse::<VsockConfig>().unwrap_err();
+            assert!(e.contains(says) && e.contains("--vsock"), "{bad}: {e}");
+        }
+        let long = format!("cid=3,uds=/{}", "x".repeat(MAX_UDS_LEN));
+        assert!(long.parse::<VsockConfig>().unwrap_err().contains("longer"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod muxer;
 mod packet;
 pub mod uds;
 
-pub use device::VsockDevice;
+pub use device::{VsockConfig, VsockDevice};
 pub use packet::{Hdr, Op};
 
 /// The host's CID, where guest connects to hybrid-vsock Unix listeners go.
