@@ -40,8 +40,10 @@ rm -f "$kernel_out"
 export RUNV_GUEST_KERNEL
 RUNV_MARKER_INITRD=$(build_initramfs tests/initramfs/marker-init.sh marker)
 export RUNV_MARKER_INITRD
+RUNV_BLK_INITRD=$(build_initramfs tests/initramfs/blk-init.sh blk)
+export RUNV_BLK_INITRD
 phase "kvmbox self-test" tests/kvmbox/selftest.sh
-phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD -- tests/e2e/run-all.sh
+phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"
