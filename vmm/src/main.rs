@@ -51,9 +51,12 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNV_LOG")
-                // fuse-backend-rs logs malformed guest requests without a limit; the
-                // virtio-fs handler reports them, rate-limited, instead.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuse_backend_rs=off")),
+                // fuse-backend-rs logs malformed guest requests without a limit, and
+                // virtio-queue logs bad rings the same way; the devices and the virtio-mmio
+                // transport report them, rate-limited, instead.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,fuse_backend_rs=off,virtio_queue=off")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

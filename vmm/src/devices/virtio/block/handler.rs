@@ -15,6 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use virtio_queue::desc::split::Descriptor;
+use virtio_queue::QueueOwnedT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -321,7 +322,9 @@ impl BlockHandler {
             self.queue
                 .disable_notification(&self.mem)
                 .map_err(qerr(&self.name))?;
-            while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
+            // `iter` (unlike `pop_descriptor_chain`) reports an avail index that runs more
+            // than a queue's length ahead: such a ring is broken, not empty.
+            while let Some(chain) = self.queue.iter(&self.mem).map_err(qerr(&self.name))?.next() {
                 let head = chain.head_index();
                 let len =
                     process_chain(&self.mem, &self.disk, chain, &mut self.limiter, &self.name);
