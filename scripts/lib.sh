@@ -38,14 +38,32 @@ host_runs_stock_guests() {
   return 0
 }
 
-# build_initramfs INIT_SCRIPT NAME: cached busybox initramfs; prints its path.
+# build_initramfs INIT_SCRIPT NAME [FILE:GUEST_PATH]...: cached busybox initramfs with the
+# extra files of tests/initramfs/build.sh; prints its path.
 build_initramfs() {
-  local init=$1 name=$2 key out
-  key=$(cat "$init" "$ROOT/tests/initramfs/build.sh" /bin/busybox | sha256sum | cut -c1-16)
+  local init=$1 name=$2 key out spec
+  shift 2
+  key=$({
+    cat "$init" "$ROOT/tests/initramfs/build.sh" /bin/busybox
+    for spec in "$@"; do echo "$spec"; cat "${spec%%:*}"; done
+  } | sha256sum | cut -c1-16)
   out=$RUNV_CACHE_DIR/initramfs/$name-$key.cpio
   if [[ ! -f $out ]]; then
     mkdir -p "$(dirname "$out")"
-    "$ROOT/tests/initramfs/build.sh" "$init" "$out" >/dev/null
+    "$ROOT/tests/initramfs/build.sh" "$init" "$out" "$@" >/dev/null
+  fi
+  echo "$out"
+}
+
+# build_helper SRC.c: a static guest test helper built from one C file (cached on the
+# source and the compiler); prints its path. Needs gcc and libc6-dev.
+build_helper() {
+  local src=$1 key out
+  key=$({ cat "$src"; gcc --version; } | sha256sum | cut -c1-16)
+  out=$RUNV_CACHE_DIR/helpers/$(basename "$src" .c)-$key
+  if [[ ! -x $out ]]; then
+    mkdir -p "$(dirname "$out")"
+    gcc -static -O2 -Wall -Wextra -o "$out.tmp.$$" "$src" >&2 && mv -f "$out.tmp.$$" "$out"
   fi
   echo "$out"
 }

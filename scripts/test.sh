@@ -27,7 +27,7 @@ phase() {
 }
 
 phase "packages" ensure_packages busybox-static cpio qemu-system-x86 linux-source-6.1 \
-  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 || exit 1
+  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev || exit 1
 prune_targets
 phase "cargo fmt" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --release --workspace --all-targets -q -- -D warnings
@@ -42,8 +42,12 @@ RUNV_MARKER_INITRD=$(build_initramfs tests/initramfs/marker-init.sh marker)
 export RUNV_MARKER_INITRD
 RUNV_BLK_INITRD=$(build_initramfs tests/initramfs/blk-init.sh blk)
 export RUNV_BLK_INITRD
+fstest=$(build_helper tests/initramfs/fstest.c) || exit 1
+RUNV_VIRTIOFS_INITRD=$(build_initramfs tests/initramfs/virtiofs-init.sh virtiofs "$fstest:/bin/fstest")
+export RUNV_VIRTIOFS_INITRD
 phase "kvmbox self-test" tests/kvmbox/selftest.sh
-phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD -- tests/e2e/run-all.sh
+phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD \
+  --env RUNV_VIRTIOFS_INITRD -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"
