@@ -8,9 +8,11 @@
 //! header, nowhere to write a reply the request needs) is returned to the driver with a used
 //! length of 0 and one rate-limited log line; the queue and the VMM go on.
 
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{self, Reader, VirtioFsWriter, Writer};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -154,8 +156,14 @@ impl RequestHandler {
         let head = chain.head_index();
         let reader = Reader::from_descriptor_chain(mem, chain.clone())
             .map_err(|source| RequestError::Reader { head, source })?;
-        let writer = VirtioFsWriter::new(mem, chain)
+        let mut writer = VirtioFsWriter::new(mem, chain)
             .map_err(|source| RequestError::Writer { head, source })?;
+        if let Ok(header) = reader.clone().read_obj::<InHeader>() {
+            if !known_opcode(header.opcode) {
+                return reply_enosys(&mut writer, header.unique)
+                    .map_err(|source| RequestError::Fuse { head, source });
+            }
+        }
         let written = self
             .server
             .handle_message(reader, Writer::VirtioFs(writer), None, None)
@@ -164,6 +172,32 @@ impl RequestHandler {
         // bounded by the queue size; saturate rather than trust that.
         Ok(u32::try_from(written).unwrap_or(u32::MAX))
     }
+}
+
+/// Whether `opcode` is one fuse-backend-rs may be handed. Its `Opcode::from(u32)`
+/// transmutes any value below `MaxOpcode` into the enum, so the gaps in the numbering
+/// (0, 7, 19) would make an invalid enum value (undefined behaviour) whenever its trace
+/// logging is on; they are answered `ENOSYS` here instead, as unknown opcodes are.
+fn known_opcode(opcode: u32) -> bool {
+    !matches!(opcode, 0 | 7 | 19)
+}
+
+/// Writes an `ENOSYS` reply for request `unique`; returns its length.
+fn reply_enosys<S: vm_memory::bitmap::BitmapSlice>(
+    writer: &mut VirtioFsWriter<'_, S>,
+    unique: u64,
+) -> Result<u32, fuse_backend_rs::Error> {
+    let len = size_of::<OutHeader>() as u32;
+    let header = OutHeader {
+        len,
+        error: -libc::ENOSYS,
+        unique,
+    };
+    // Virtio writes go straight to guest memory: no commit needed.
+    writer
+        .write_obj(header)
+        .map_err(fuse_backend_rs::Error::EncodeMessage)?;
+    Ok(len)
 }
 
 /// The event-loop side of an active virtio-fs device: wakes on a queue's eventfd, serves

@@ -12,6 +12,8 @@
 //! the shared directory, and what is supported.
 
 pub mod device;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gate;
 pub mod handler;
 #[cfg(test)]
