@@ -45,9 +45,12 @@ export RUNV_BLK_INITRD
 fstest=$(build_helper tests/initramfs/fstest.c) || exit 1
 RUNV_VIRTIOFS_INITRD=$(build_initramfs tests/initramfs/virtiofs-init.sh virtiofs "$fstest:/bin/fstest")
 export RUNV_VIRTIOFS_INITRD
+vsocktest=$(build_helper tests/initramfs/vsocktest.c) || exit 1
+RUNV_VSOCK_INITRD=$(build_initramfs tests/initramfs/vsock-init.sh vsock "$vsocktest:/bin/vsocktest")
+export RUNV_VSOCK_INITRD
 phase "kvmbox self-test" tests/kvmbox/selftest.sh
 phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD \
-  --env RUNV_VIRTIOFS_INITRD -- tests/e2e/run-all.sh
+  --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"
