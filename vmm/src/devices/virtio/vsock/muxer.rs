@@ -461,7 +461,9 @@ impl Muxer {
         match uds::connect_nonblocking(&path) {
             Ok(stream) => self.insert(Connection::new_peer(stream, self.guest_cid, hdr)),
             Err(e) => {
-                tracing::debug!("guest connect to {}: {e}", path.display());
+                if self.limiter.allow() {
+                    tracing::debug!("vsock: guest connect to {}: {e}", path.display());
+                }
                 self.push_rst(hdr);
             }
         }

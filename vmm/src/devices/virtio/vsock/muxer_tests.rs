@@ -367,3 +367,27 @@ fn the_socket_file_goes_with_the_muxer_and_is_never_stolen() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn an_unanswered_request_times_out_with_rst_and_the_client_sees_eof() {
+    use crate::devices::virtio::vsock::connection::REQUEST_TIMEOUT;
+    let dir = Dir::new("timeout");
+    let mut m = Muxer::new(CID, &dir.uds()).unwrap();
+    let (mut client, req) = host_connect(&mut m, 5000);
+    let t0 = std::time::Instant::now();
+    // The timer fd wakes the muxer; nothing happens before it.
+    let mut rst = Vec::new();
+    while rst.is_empty() {
+        assert!(t0.elapsed() < REQUEST_TIMEOUT * 3, "no timeout");
+        std::thread::sleep(Duration::from_millis(50));
+        m.process_host_events().unwrap();
+        rst = recv_all(&mut m);
+    }
+    assert!(t0.elapsed() >= REQUEST_TIMEOUT);
+    assert_eq!(ops(&rst), [Some(Op::Rst)]);
+    assert_eq!((rst[0].0.src_port, rst[0].0.dst_port), (req.src_port, 5000));
+    assert_eq!(m.connection_count(), 0);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
