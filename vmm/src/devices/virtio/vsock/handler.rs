@@ -4,7 +4,9 @@
 //!
 //! A malformed chain (too short, header outside guest memory, wrong direction, payload
 //! larger than [`MAX_PKT_DATA`] or than its buffer) is returned to the guest unused, with
-//! a rate-limited log line; it never stops the device.
+//! a rate-limited log line; it never stops the device. A corrupt ring (an avail index
+//! more than a queue ahead, a used ring that cannot be written) does: the handler fails
+//! and the guest sees DEVICE_NEEDS_RESET.
 
 use super::muxer::Muxer;
 use super::packet::Hdr;
@@ -14,7 +16,7 @@ use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
 use crate::ratelimit::LogLimiter;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use virtio_queue::QueueOwnedT;
+use virtio_queue::{DescriptorChain, QueueOwnedT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -38,12 +40,36 @@ pub enum Error {
         /// Cause.
         source: virtio_queue::Error,
     },
+    /// The avail ring is corrupt (its index runs more than a queue ahead).
+    #[error("vsock {queue} queue: {source}")]
+    AvailRing {
+        /// "rx" or "tx".
+        queue: &'static str,
+        /// Cause.
+        source: virtio_queue::Error,
+    },
     /// The muxer's epoll failed.
     #[error(transparent)]
     Muxer(#[from] super::muxer::Error),
     /// Raising the interrupt failed.
     #[error("vsock: raising the interrupt: {0}")]
     Interrupt(std::io::Error),
+}
+
+/// The next chain of `queue`. `iter` (unlike `pop_descriptor_chain`) reports an avail
+/// index that runs more than a queue ahead: such a ring is broken, not empty.
+fn next_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    name: &'static str,
+) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, Error> {
+    Ok(queue
+        .iter(mem)
+        .map_err(|source| Error::AvailRing {
+            queue: name,
+            source,
+        })?
+        .next())
 }
 
 fn add_used(
@@ -79,7 +105,7 @@ pub fn process_tx(
     log: &mut LogLimiter,
 ) -> Result<bool, Error> {
     let mut used = false;
-    while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
+    while let Some(mut chain) = next_chain(queue, mem, "tx")? {
         let head = chain.head_index();
         match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
             Ok(pkt) => muxer.send_pkt(&Hdr::from_packet(&pkt), pkt.data_slice()),
@@ -104,7 +130,7 @@ pub fn process_rx(
 ) -> Result<bool, Error> {
     let mut used = false;
     while muxer.has_pending_rx() {
-        let Some(mut chain) = queue.pop_descriptor_chain(mem) else {
+        let Some(mut chain) = next_chain(queue, mem, "rx")? else {
             break;
         };
         let head = chain.head_index();

@@ -256,8 +256,16 @@ fn malformed_tx_chains_are_dropped_without_harm() {
     }
 }
 
+/// Makes the muxer owe the guest a RST.
+fn send_unknown_rw(r: &mut Rig) {
+    let mut d = [1u8; 1];
+    let h = guest(Op::Rw, 1, 2, 1);
+    r.muxer.send_pkt(&h, Some(&VolatileSlice::from(&mut d[..])));
+    assert!(r.muxer.has_pending_rx());
+}
+
 #[test]
-fn hostile_ring_indexes_do_not_stop_the_device() {
+fn hostile_ring_indexes_are_skipped_or_break_the_device() {
     let mut r = Rig::new("idx");
     // A head index beyond the queue: no used slot to return it to, so it is skipped.
     let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
@@ -265,12 +273,15 @@ fn hostile_ring_indexes_do_not_stop_the_device() {
     vq.avail().idx().store(1);
     let mut q: Queue = vq.create_queue().unwrap();
     assert!(!process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    // An avail index far ahead of the ring: the queue refuses to iterate.
+    // An avail index far ahead of the ring: a broken ring, so the device stops (and the
+    // guest sees DEVICE_NEEDS_RESET) rather than sitting idle.
     let vq = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
     vq.avail().idx().store(1000);
     let mut q: Queue = vq.create_queue().unwrap();
-    assert!(!process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert!(!process_rx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap());
+    let e = process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap_err();
+    assert!(matches!(e, Error::AvailRing { queue: "tx", .. }), "{e}");
+    send_unknown_rw(&mut r);
+    assert!(process_rx(&mut q, &r.mem, &mut r.muxer, &mut r.log).is_err());
 }
 
 #[test]
