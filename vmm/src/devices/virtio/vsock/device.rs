@@ -5,6 +5,7 @@ use super::handler::{VsockHandler, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
 use super::muxer::{self, Muxer};
 use crate::devices::virtio::{
     read_config_bytes, ActivateArgs, ActivateError, VirtioDevice, TYPE_VSOCK,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::event_loop::{EventLoopHandle, EventSet, HandlerId};
 use crate::ratelimit::LogLimiter;
@@ -129,8 +130,9 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn features(&self) -> u64 {
-        // Stream sockets only (no SEQPACKET); VERSION_1 comes from the transport.
-        0
+        // Stream sockets only (no SEQPACKET); VERSION_1 comes from the transport. EVENT_IDX
+        // lets the driver skip interrupts (and the device notifications) it does not need.
+        1 << VIRTIO_RING_F_EVENT_IDX
     }
 
     fn ack_features(&mut self, features: u64) {

@@ -40,9 +40,10 @@ pub enum Error {
         /// Cause.
         source: virtio_queue::Error,
     },
-    /// The avail ring is corrupt (its index runs more than a queue ahead).
+    /// The ring is corrupt (an avail index more than a queue ahead) or its notification
+    /// fields cannot be accessed.
     #[error("vsock {queue} queue: {source}")]
-    AvailRing {
+    Ring {
         /// "rx" or "tx".
         queue: &'static str,
         /// Cause.
@@ -63,13 +64,11 @@ fn next_chain<'m>(
     mem: &'m GuestMemoryMmap,
     name: &'static str,
 ) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, Error> {
-    Ok(queue
-        .iter(mem)
-        .map_err(|source| Error::AvailRing {
-            queue: name,
-            source,
-        })?
-        .next())
+    Ok(queue.iter(mem).map_err(ring(name))?.next())
+}
+
+fn ring(queue: &'static str) -> impl Fn(virtio_queue::Error) -> Error {
+    move |source| Error::Ring { queue, source }
 }
 
 fn add_used(
@@ -105,19 +104,28 @@ pub fn process_tx(
     log: &mut LogLimiter,
 ) -> Result<bool, Error> {
     let mut used = false;
-    while let Some(mut chain) = next_chain(queue, mem, "tx")? {
-        let head = chain.head_index();
-        match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
-            Ok(pkt) => muxer.send_pkt(&Hdr::from_packet(&pkt), pkt.data_slice()),
-            Err(e) => {
-                if log.allow() {
-                    tracing::warn!("vsock tx: malformed chain at descriptor {head} dropped: {e}");
+    loop {
+        // No notifications while the queue is being drained; re-enabling them reports
+        // chains that arrived in between (with EVENT_IDX it also sets avail_event).
+        queue.disable_notification(mem).map_err(ring("tx"))?;
+        while let Some(mut chain) = next_chain(queue, mem, "tx")? {
+            let head = chain.head_index();
+            match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
+                Ok(pkt) => muxer.send_pkt(&Hdr::from_packet(&pkt), pkt.data_slice()),
+                Err(e) => {
+                    if log.allow() {
+                        tracing::warn!(
+                            "vsock tx: malformed chain at descriptor {head} dropped: {e}"
+                        );
+                    }
                 }
             }
+            used |= add_used(queue, mem, "tx", head, 0, log)?;
         }
-        used |= add_used(queue, mem, "tx", head, 0, log)?;
+        if !queue.enable_notification(mem).map_err(ring("tx"))? {
+            return Ok(used);
+        }
     }
-    Ok(used)
 }
 
 /// Fills RX chains with the muxer's packets while both last. Returns whether the used
@@ -129,9 +137,29 @@ pub fn process_rx(
     log: &mut LogLimiter,
 ) -> Result<bool, Error> {
     let mut used = false;
+    loop {
+        let (more_used, starved) = fill_rx(queue, mem, muxer, log)?;
+        used |= more_used;
+        // avail_event follows our position (EVENT_IDX), so the driver's next buffer is
+        // notified; when buffers ran out, retry if some arrived meanwhile.
+        let arrived = queue.enable_notification(mem).map_err(ring("rx"))?;
+        if !(starved && arrived) {
+            return Ok(used);
+        }
+    }
+}
+
+/// One pass of [`process_rx`]: (used ring changed, stopped for lack of buffers).
+fn fill_rx(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    muxer: &mut Muxer,
+    log: &mut LogLimiter,
+) -> Result<(bool, bool), Error> {
+    let mut used = false;
     while muxer.has_pending_rx() {
         let Some(mut chain) = next_chain(queue, mem, "rx")? else {
-            break;
+            return Ok((used, true));
         };
         let head = chain.head_index();
         let len = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
@@ -162,7 +190,7 @@ pub fn process_rx(
         };
         used |= add_used(queue, mem, "rx", head, len, log)?;
     }
-    Ok(used)
+    Ok((used, false))
 }
 
 /// The device's work on the event-loop thread: queue notifications and the muxer's fd.
@@ -214,22 +242,29 @@ impl VsockHandler {
 
     fn run(&mut self, fd: RawFd) -> Result<(), Error> {
         let mut muxer = lock(&self.muxer);
-        let mut used = false;
+        let (mut tx_used, mut rx_used) = (false, false);
         if let Some(i) = self.queue_evts.iter().position(|e| e.as_raw_fd() == fd) {
             // Clear the notification; an empty counter (spurious wake) is fine.
             let _ = self.queue_evts[i].read();
             if i == TX_QUEUE && self.txq.ready() {
-                used |= process_tx(&mut self.txq, &self.mem, &mut muxer, &mut self.log)?;
+                tx_used = process_tx(&mut self.txq, &self.mem, &mut muxer, &mut self.log)?;
             }
         } else if fd == self.muxer_fd {
             muxer.process_host_events()?;
         }
         if self.rxq.ready() {
-            used |= process_rx(&mut self.rxq, &self.mem, &mut muxer, &mut self.log)?;
+            rx_used = process_rx(&mut self.rxq, &self.mem, &mut muxer, &mut self.log)?;
         }
         drop(muxer);
-        if used {
-            // Without EVENT_IDX the driver always wants the interrupt.
+        // With EVENT_IDX the driver says when it wants an interrupt; without it, always.
+        let mut notify = false;
+        if tx_used {
+            notify |= self.txq.needs_notification(&self.mem).map_err(ring("tx"))?;
+        }
+        if rx_used {
+            notify |= self.rxq.needs_notification(&self.mem).map_err(ring("rx"))?;
+        }
+        if notify {
             self.interrupt
                 .signal_used_queue()
                 .map_err(Error::Interrupt)?;
