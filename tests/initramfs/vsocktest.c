@@ -7,6 +7,8 @@
  *   vsocktest hog PORT BYTES     like source, but nobody reads: print how far it got
  *                                every 16 MiB, then the total (or the error)
  *   vsocktest wait PORT          accept one connection, read it to EOF, exit 0
+ *   vsocktest echo PORT          listen on PORT; each connection (own child) gets back what
+ *                                it sends, until EOF (for round-trip benchmarks)
  * The CRC is zlib's crc32, so the host side can check it with Python's zlib.
  * Exit 0 on success; otherwise one line on stderr naming the failed call. */
 #define _GNU_SOURCE
@@ -60,6 +62,19 @@ static int connect_host(unsigned port) {
   int s = vsock();
   if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
   return s;
+}
+
+static void echo(int c) {
+  static unsigned char buf[65536];
+  ssize_t r;
+  while ((r = read(c, buf, sizeof buf)) > 0) {
+    for (ssize_t done = 0; done < r;) {
+      ssize_t w = write(c, buf + done, r - done);
+      if (w < 0) die("write");
+      done += w;
+    }
+  }
+  close(c);
 }
 
 static void serve(int c) {
@@ -118,7 +133,8 @@ static int send_all(int s, unsigned long long bytes, int report) {
 
 int main(int argc, char **argv) {
   crc_init();
-  if (argc == 3 && strcmp(argv[1], "sink") == 0) {
+  if (argc == 3 && (strcmp(argv[1], "sink") == 0 || strcmp(argv[1], "echo") == 0)) {
+    int echoing = argv[1][0] == 'e';
     signal(SIGCHLD, SIG_IGN);
     int s = listen_on(atoi(argv[2]));
     for (;;) {
@@ -130,7 +146,10 @@ int main(int argc, char **argv) {
       pid_t pid = fork();
       if (pid == 0) {
         close(s);
-        serve(c);
+        if (echoing)
+          echo(c);
+        else
+          serve(c);
         _exit(0);
       }
       if (pid < 0) die("fork");
@@ -161,6 +180,6 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: vsocktest sink PORT | source PORT BYTES | hog PORT BYTES | wait PORT\n");
+  fprintf(stderr, "usage: vsocktest sink PORT | source PORT BYTES | hog PORT BYTES | wait PORT | echo PORT\n");
   return 2;
 }
