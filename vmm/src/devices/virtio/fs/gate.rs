@@ -5,7 +5,8 @@
 //! operation that would change the share with `EROFS` before the host is touched: creating,
 //! removing, renaming or linking names, writing or truncating data, `setattr` (chmod, chown,
 //! utimes, truncate), xattr changes, `fallocate`, and `open`/`access` asking for write access.
-//! Everything else is forwarded unchanged. Operations that `PassthroughFs` does not implement
+//! Everything else is forwarded unchanged. `init` also asks for the protocol options of
+//! [`super::FUSE_OPTIONS`], which `PassthroughFs` alone does not. Operations that `PassthroughFs` does not implement
 //! (ioctl, locks, bmap, poll, DAX mappings) are not forwarded: they keep the trait's `ENOSYS`.
 
 use std::ffi::CStr;
@@ -64,7 +65,8 @@ impl<F: FileSystem> FileSystem for WriteGate<F> {
     type Handle = F::Handle;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut opts = self.inner.init(capable)?;
+        // The server enables what the kernel offers AND the file system wants.
+        let mut opts = self.inner.init(capable)? | super::FUSE_OPTIONS;
         if self.read_only {
             // Nothing is ever written back on a read-only share.
             opts.remove(FsOptions::WRITEBACK_CACHE);

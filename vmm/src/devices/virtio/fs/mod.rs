@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use fuse_backend_rs::api::filesystem::FsOptions;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 
@@ -37,6 +38,20 @@ pub const TAG_MAX: usize = 36;
 /// How long the guest may trust attributes and directory entries: a host-side change is
 /// seen within this time even when nothing reopens the file.
 pub const METADATA_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// FUSE options asked for at INIT besides the passthrough's own (READDIRPLUS). Without
+/// them the kernel falls back to one page per WRITE (no `BIG_WRITES`/`MAX_PAGES`: about
+/// 20 times slower sequential writes) and serialises directory operations. Not asked for:
+/// the writeback cache and zero-message open (the host may change files too), DAX,
+/// `DONT_MASK` (the guest applies its umask; the passthrough runs with umask 0), locks
+/// (the guest kernel keeps POSIX and flock locks itself), ioctl.
+pub const FUSE_OPTIONS: FsOptions = FsOptions::ASYNC_READ
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::ATOMIC_O_TRUNC)
+    .union(FsOptions::ASYNC_DIO)
+    .union(FsOptions::AUTO_INVAL_DATA);
 
 /// The file system a share serves.
 pub type ShareFs = WriteGate<PassthroughFs<()>>;

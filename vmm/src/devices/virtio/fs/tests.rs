@@ -13,6 +13,7 @@ use fuse_backend_rs::abi::fuse_abi::{
     CreateIn, EntryOut, InHeader, InitIn, InitOut, MkdirIn, Opcode, OpenIn, OpenOut, OutHeader,
     WriteIn, WriteOut, KERNEL_VERSION,
 };
+use fuse_backend_rs::api::filesystem::FsOptions;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
@@ -217,6 +218,40 @@ fn init_is_answered() {
     assert_eq!(init.major, KERNEL_VERSION);
     assert!(init.minor >= 31);
     assert!(init.max_write > 0);
+}
+
+#[test]
+fn init_enables_big_writes_and_readdirplus_but_no_writeback() {
+    let dir = tempdir();
+    let mem = memory();
+    let mut h = share(dir.as_path(), false);
+    let mut s = Session::new(&mem);
+    let offered = FsOptions::BIG_WRITES
+        | FsOptions::MAX_PAGES
+        | FsOptions::PARALLEL_DIROPS
+        | FsOptions::DO_READDIRPLUS
+        | FsOptions::WRITEBACK_CACHE
+        | FsOptions::POSIX_LOCKS;
+    let init = InitIn {
+        major: KERNEL_VERSION,
+        minor: 31,
+        max_readahead: 0x2_0000,
+        flags: offered.bits() as u32,
+    };
+    let (out, body) = s.call(&mut h, Opcode::Init, 0, init.as_slice());
+    assert_eq!(out.error, 0);
+    let reply = InitOut::from_slice(&body[..size_of::<InitOut>()]).unwrap();
+    let enabled = FsOptions::from_bits_truncate(u64::from(reply.flags));
+    assert!(enabled.contains(
+        FsOptions::BIG_WRITES
+            | FsOptions::MAX_PAGES
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::DO_READDIRPLUS
+    ));
+    assert!(!enabled.intersects(FsOptions::WRITEBACK_CACHE | FsOptions::POSIX_LOCKS));
+    // One request carries up to 1 MiB.
+    assert_eq!(reply.max_write, 1 << 20);
+    assert_eq!(reply.max_pages, 256);
 }
 
 #[test]
