@@ -170,21 +170,26 @@ impl Vcpu {
 
     fn run_once(&mut self) -> Action {
         let id = self.id;
+        let mut internal_error = false;
         let action = match self.fd.run() {
-            Ok(exit) => handle_exit(id, exit, &self.bus, &mut self.limiter),
+            Ok(exit) => {
+                internal_error = matches!(exit, VcpuExit::InternalError);
+                handle_exit(id, exit, &self.bus, &mut self.limiter)
+            }
             // A kick from the VMM (or any signal): look at the event channel again.
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
             Err(e) => Action::Stop(ExitReason::Error(format!(
                 "KVM_RUN failed on vCPU {id}: {e}"
             ))),
         };
-        if let Action::Stop(ExitReason::Error(msg)) = &action {
-            if msg.contains("internal error") {
+        match action {
+            // KVM's own account of the failure is in kvm_run, readable once the exit is handled.
+            Action::Stop(ExitReason::Error(msg)) if internal_error => {
                 let detail = self.internal_error_detail();
-                return Action::Stop(ExitReason::Error(format!("{msg}; {detail}")));
+                Action::Stop(ExitReason::Error(format!("{msg}; {detail}")))
             }
+            action => action,
         }
-        action
     }
 
     fn internal_error_detail(&mut self) -> String {
