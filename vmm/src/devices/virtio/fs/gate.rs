@@ -533,6 +533,58 @@ mod tests {
         assert_eq!((meta.len(), meta.mode() & 0o777 != 0o600), (4, true));
     }
 
+    /// Operations on a symlink inode act on the link, never on what it points to: a hostile
+    /// guest may send them for a link to a host file outside the share.
+    #[test]
+    fn metadata_changes_on_a_symlink_never_reach_its_target() {
+        let (dir, fs) = share(false);
+        let outside = TempDir::new_with_prefix("/tmp/runv-gate-outside-").unwrap();
+        let target = outside.as_path().join("target");
+        std::fs::write(&target, b"outside").unwrap();
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::os::unix::fs::symlink(&target, dir.as_path().join("link")).unwrap();
+        let before = std::fs::metadata(&target).unwrap();
+        let ctx = Context::default();
+        let link = fs.lookup(&ctx, ROOT_ID, &name("link")).unwrap().inode;
+
+        let (mode, valid) = attr(SetattrValid::MODE, |st| st.st_mode = 0o777);
+        let _ = fs.setattr(&ctx, link, mode, None, valid);
+        let (times, valid) = attr(SetattrValid::ATIME | SetattrValid::MTIME, |st| {
+            st.st_atime = 1;
+            st.st_mtime = 1;
+        });
+        let _ = fs.setattr(&ctx, link, times, None, valid);
+        let (size, valid) = attr(SetattrValid::SIZE, |_| {});
+        assert!(
+            fs.setattr(&ctx, link, size, None, valid).is_err(),
+            "truncate"
+        );
+        let (owner, valid) = attr(SetattrValid::UID | SetattrValid::GID, |st| {
+            st.st_uid = 4321;
+            st.st_gid = 4321;
+        });
+        let _ = fs.setattr(&ctx, link, owner, None, valid);
+        let _ = fs.setxattr(&ctx, link, &name("trusted.runv"), b"x", 0);
+        assert!(fs.open(&ctx, link, libc::O_RDWR as u32, 0).is_err(), "open");
+
+        let after = std::fs::metadata(&target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"outside");
+        assert_eq!(after.mode(), before.mode());
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_eq!(after.mtime(), before.mtime());
+        assert!(xattr_missing(&target, "trusted.runv"));
+    }
+
+    fn xattr_missing(path: &Path, key: &str) -> bool {
+        let path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let key = name(key);
+        // SAFETY: both strings are NUL-terminated; a null buffer of size 0 only asks for
+        // the value's length.
+        let n = unsafe { libc::getxattr(path.as_ptr(), key.as_ptr(), std::ptr::null_mut(), 0) };
+        n < 0
+    }
+
     /// What a read-write share supports: symlinks, hard links, xattrs, chmod, chown, rename.
     #[test]
     fn read_write_supports_links_xattrs_chmod_chown_and_rename() {
