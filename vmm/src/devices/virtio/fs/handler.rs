@@ -10,6 +10,7 @@
 
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
@@ -76,6 +77,18 @@ pub enum QueueError {
     },
 }
 
+/// Most chains served per call of [`RequestHandler::process_queue`].
+pub const BUDGET: usize = 256;
+
+/// What one call of [`RequestHandler::process_queue`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Used buffers were added and the driver wants an interrupt for them.
+    pub notify: bool,
+    /// The budget ran out with chains still available: call again.
+    pub more: bool,
+}
+
 /// Serves the FUSE requests of one share's queues.
 pub struct RequestHandler {
     server: Arc<Server<ShareFs>>,
@@ -93,18 +106,26 @@ impl RequestHandler {
         }
     }
 
-    /// Serves every chain available on `queue`. Returns whether the driver must be
-    /// notified of used buffers.
+    /// Serves the chains available on `queue`, at most [`BUDGET`] of them, so a guest that
+    /// keeps its queue full cannot starve the other devices on the event loop.
     pub fn process_queue<M: GuestMemory>(
         &mut self,
         queue: &mut Queue,
         mem: &M,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Progress, QueueError> {
+        let mut progress = Progress::default();
         if !queue.ready() {
-            return Ok(false);
+            return Ok(progress);
         }
-        let mut used_any = false;
+        let mut served = 0;
         loop {
+            if served == BUDGET {
+                // More only if the driver has published chains we have not taken.
+                progress.more = queue
+                    .avail_idx(mem, Ordering::Acquire)
+                    .map_or(true, |idx| idx.0 != queue.next_avail());
+                break;
+            }
             // One chain at a time: the iterator borrows the queue, `add_used` needs it.
             let chain = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
@@ -133,18 +154,18 @@ impl RequestHandler {
                     head,
                     source,
                 })?;
-            used_any = true;
+            served += 1;
         }
-        if !used_any {
-            return Ok(false);
+        if served > 0 {
+            progress.notify = queue.needs_notification(mem).unwrap_or_else(|e| {
+                // Without a readable used_event the safe choice is to notify.
+                if self.log.allow() {
+                    tracing::warn!("virtio-fs {}: notification check: {e}", self.tag);
+                }
+                true
+            });
         }
-        queue.needs_notification(mem).or_else(|e| {
-            // Without a readable used_event the safe choice is to notify.
-            if self.log.allow() {
-                tracing::warn!("virtio-fs {}: notification check: {e}", self.tag);
-            }
-            Ok(true)
-        })
+        Ok(progress)
     }
 
     /// Serves one chain; returns the number of reply bytes written.
@@ -246,10 +267,21 @@ impl QueueWorker {
         let Some(queue) = self.queues.get_mut(index) else {
             return Ok(());
         };
-        if self.requests.process_queue(queue, &self.mem)? {
+        let progress = self.requests.process_queue(queue, &self.mem)?;
+        if progress.notify {
             if let Err(e) = self.interrupt.signal_used_queue() {
                 if self.log.allow() {
                     tracing::warn!("{}: raising the interrupt: {e}", self.name);
+                }
+            }
+        }
+        if progress.more {
+            // Come back after the other handlers had their turn.
+            if let Some(evt) = self.queue_evts.get(index) {
+                if let Err(e) = evt.write(1) {
+                    if self.log.allow() {
+                        tracing::warn!("{}: re-arming queue {index}: {e}", self.name);
+                    }
                 }
             }
         }

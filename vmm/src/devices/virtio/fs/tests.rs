@@ -21,7 +21,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
-use super::handler::{QueueError, RequestHandler};
+use super::handler::{QueueError, RequestHandler, BUDGET};
 use super::{Fs, FsConfig, TAG_MAX};
 use crate::devices::virtio::{ActivateArgs, Interrupt, VirtioDevice, TYPE_FS};
 use crate::event_loop::EventLoop;
@@ -483,6 +483,27 @@ fn a_descriptor_loop_ends() {
     let mut q = mock.create_queue::<Queue>().unwrap();
     h.process_queue(&mut q, &mem).unwrap();
     assert_eq!(mock.used().idx().load(), 1);
+}
+
+#[test]
+fn a_full_queue_is_served_within_a_budget() {
+    let dir = tempdir();
+    let mem = memory();
+    let mut h = share(dir.as_path(), false);
+    const SIZE: u16 = 512;
+    let mock = MockSplitQueue::new(&mem, SIZE);
+    let req = request(Opcode::Getattr, 1, ROOT, &[0; 16]);
+    mem.write_slice(&req, GuestAddress(REQ)).unwrap();
+    // SIZE one-descriptor chains (each fails: no reply buffer, used length 0).
+    let descs: Vec<RawDescriptor> = (0..SIZE).map(|_| desc(REQ, req.len() as u32, 0)).collect();
+    mock.add_desc_chains(&descs, 0).unwrap();
+    let mut q = mock.create_queue::<Queue>().unwrap();
+    let first = h.process_queue(&mut q, &mem).unwrap();
+    assert!(first.more);
+    assert_eq!(usize::from(mock.used().idx().load()), BUDGET);
+    let second = h.process_queue(&mut q, &mem).unwrap();
+    assert!(!second.more && second.notify);
+    assert_eq!(mock.used().idx().load(), SIZE);
 }
 
 #[test]
