@@ -335,6 +335,11 @@ impl Muxer {
         }
         let deadline = e.conn.deadline();
         if done {
+            if e.queued {
+                // No stale entries: a guest that withholds RX buffers while it opens and
+                // resets connections must not grow the queue.
+                self.rxq.retain(|k| *k != key);
+            }
             self.conns.remove(&key);
             self.by_fd.remove(&fd);
         }
