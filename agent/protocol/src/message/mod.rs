@@ -111,16 +111,57 @@ pub fn decode_request(body: &[u8]) -> Result<RequestFrame, RequestDecodeError> {
                 Request::KINDS.join(", ")
             ),
         ),
-        _ => ErrorResponse::new(
-            ErrorCode::InvalidRequest,
-            format!(
-                "invalid request frame at line {} column {}: {err}",
-                err.line(),
-                err.column()
-            ),
-        ),
+        _ => embedded_field_error(body).unwrap_or_else(|| {
+            ErrorResponse::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "invalid request frame at line {} column {}: {err}",
+                    err.line(),
+                    err.column()
+                ),
+            )
+        }),
     };
     Err(RequestDecodeError::Invalid { id, error })
+}
+
+/// For a bad OCI value inside `request.spec` or `request.process` (an unknown
+/// namespace type, seccomp action, ...): the error naming the field's path, e.g.
+/// `spec.linux.namespaces[0].type`. serde loses the path inside the internally
+/// tagged `Request`, so the embedded object is decoded again on its own.
+fn embedded_field_error(body: &[u8]) -> Option<ErrorResponse> {
+    #[derive(Deserialize)]
+    struct Embedded {
+        request: EmbeddedRequest,
+    }
+    #[derive(Deserialize)]
+    struct EmbeddedRequest {
+        spec: Option<serde_json::Value>,
+        process: Option<serde_json::Value>,
+    }
+    let e: Embedded = serde_json::from_slice(body).ok()?;
+    let (name, err) = match (e.request.spec, e.request.process) {
+        (Some(v), _) => (
+            "spec",
+            serde_path_to_error::deserialize::<_, oci_spec::runtime::Spec>(&v).err()?,
+        ),
+        (None, Some(v)) => (
+            "process",
+            serde_path_to_error::deserialize::<_, oci_spec::runtime::Process>(&v).err()?,
+        ),
+        _ => return None,
+    };
+    let path = err.path().to_string();
+    let field = if path == "." {
+        name.to_string()
+    } else {
+        format!("{name}.{path}")
+    };
+    Some(ErrorResponse::field(
+        ErrorCode::InvalidArgument,
+        field.clone(),
+        format!("{field}: {}", err.inner()),
+    ))
 }
 
 /// Decodes a response frame body (host side; the body is untrusted).

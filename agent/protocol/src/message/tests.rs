@@ -412,3 +412,32 @@ fn doc_examples_parse() {
         );
     }
 }
+
+#[test]
+fn a_bad_oci_value_is_answered_naming_its_field() {
+    let mut spec = serde_json::to_value(docker_spec()).unwrap();
+    spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "bogusns"}]);
+    let body = json!({"id": 4, "request": {"type": "create_container", "container_id": "c1",
+        "spec": spec, "rootfs": {"tag": "runv", "subpath": "c1/rootfs"}}});
+    match decode_request(body.to_string().as_bytes()) {
+        Err(RequestDecodeError::Invalid { id, error }) => {
+            assert_eq!(id, Some(4));
+            assert_eq!(error.code, ErrorCode::InvalidArgument);
+            assert_eq!(
+                error.field.as_deref(),
+                Some("spec.linux.namespaces[1].type")
+            );
+            assert!(error.message.contains("bogusns"), "{}", error.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let body = json!({"id": 5, "request": {"type": "exec_process", "container_id": "c1", "exec_id": "e",
+        "process": {"cwd": "/", "user": {"uid": -1, "gid": 0}}}});
+    match decode_request(body.to_string().as_bytes()) {
+        Err(RequestDecodeError::Invalid { error, .. }) => {
+            assert_eq!(error.field.as_deref(), Some("process.user.uid"));
+            assert!(error.message.contains("-1"), "{}", error.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}

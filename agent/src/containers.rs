@@ -1,0 +1,557 @@
+//! Containers and their processes, built with youki's libcontainer.
+//!
+//! Each container has a bundle directory (`<state>/bundles/<id>/config.json`, the spec
+//! with `root.path` made absolute) and libcontainer's own state under
+//! `<state>/containers/<id>`. Processes are watched by the [`Reaper`]; an exit is
+//! *reported* (to `wait_process`, `state`) once the output is drained.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use agent_protocol::{
+    ContainerInfo, ContainerStatus, ErrorCode, ErrorResponse, ExitStatus, Response, ShareLocation,
+    StdioPorts,
+};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::{Process, Spec};
+
+use crate::reaper::{lock, Once, Reaper};
+use crate::stdio::{self, Relay, DRAIN_GRACE};
+use crate::transport::StdioConnector;
+use crate::validate;
+
+type Result<T> = std::result::Result<T, ErrorResponse>;
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse::new(code, message)
+}
+
+/// Where things live; set from the command line.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// libcontainer's state root and our bundles.
+    pub state: PathBuf,
+    /// Where share tags are mounted (`/run/runv/shares` in the guest).
+    pub shares: PathBuf,
+}
+
+/// One process of a container (its init, or an exec).
+pub struct Proc {
+    pub pid: i32,
+    relay: Relay,
+    /// Set when the exit is known *and* the output drained (or the grace ran out).
+    reported: Arc<Once<ExitStatus>>,
+}
+
+impl Proc {
+    fn new(pid: i32, relay: Relay, exit: Arc<Once<ExitStatus>>) -> Self {
+        let reported = Arc::new(Once::default());
+        let (r, drain) = (reported.clone(), relay.drain.clone());
+        let _ = std::thread::Builder::new()
+            .name(format!("exit-{pid}"))
+            .spawn(move || {
+                let status = exit.wait();
+                if !drain.wait(DRAIN_GRACE) {
+                    tracing::info!(
+                        pid,
+                        "output still open {DRAIN_GRACE:?} after exit; reporting the exit"
+                    );
+                }
+                r.set(status);
+            });
+        Proc {
+            pid,
+            relay,
+            reported,
+        }
+    }
+}
+
+struct Entry {
+    container: Container,
+    bundle: PathBuf,
+    init: Arc<Proc>,
+    execs: HashMap<String, Arc<Proc>>,
+    started: bool,
+}
+
+pub struct Manager {
+    paths: Paths,
+    connector: StdioConnector,
+    reaper: Arc<Reaper>,
+    containers: Mutex<HashMap<String, Entry>>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+fn check_id(field: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorResponse::field(
+            ErrorCode::InvalidArgument,
+            field,
+            format!("{field} {id:?}: use 1 to 128 of [A-Za-z0-9_.-], not starting with '.'"),
+        ))
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ErrorResponse {
+    err(ErrorCode::Internal, format!("{what}: {e}"))
+}
+
+impl Manager {
+    pub fn new(
+        paths: Paths,
+        connector: StdioConnector,
+        reaper: Arc<Reaper>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(paths.state.join("containers"))?;
+        std::fs::create_dir_all(paths.state.join("bundles"))?;
+        Ok(Manager {
+            paths,
+            connector,
+            reaper,
+            containers: Mutex::new(HashMap::new()),
+            seq: Default::default(),
+        })
+    }
+
+    fn lc_root(&self) -> PathBuf {
+        self.paths.state.join("containers")
+    }
+
+    fn console_path(&self) -> PathBuf {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.paths.state.join(format!("console-{n}.sock"))
+    }
+
+    fn rootfs_path(&self, loc: &ShareLocation) -> Result<PathBuf> {
+        loc.validate().map_err(|e| {
+            ErrorResponse::field(ErrorCode::InvalidArgument, "rootfs", format!("rootfs: {e}"))
+        })?;
+        let share = self.paths.shares.join(&loc.tag);
+        loc.host_path(&share).map_err(|e| {
+            ErrorResponse::field(ErrorCode::InvalidArgument, "rootfs", format!("rootfs: {e}"))
+        })
+    }
+
+    pub fn create(
+        &self,
+        id: &str,
+        mut spec: Spec,
+        rootfs: &ShareLocation,
+        ports: &StdioPorts,
+    ) -> Result<Response> {
+        check_id("container_id", id)?;
+        if lock(&self.containers).contains_key(id) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("container {id:?} already exists"),
+            ));
+        }
+        let root = self.rootfs_path(rootfs)?;
+        validate::check_spec(&spec, &root)?;
+        let mut r = spec.root().clone().unwrap_or_default();
+        r.set_path(root.clone());
+        spec.set_root(Some(r));
+        // Without a cgroupsPath libcontainer would pick a systemd-style name.
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        if linux.cgroups_path().is_none() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/runv/{id}"))));
+        }
+        spec.set_linux(Some(linux));
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+
+        let bundle = self.paths.state.join("bundles").join(id);
+        let _ = std::fs::remove_dir_all(&bundle);
+        let _ = std::fs::remove_dir_all(self.lc_root().join(id));
+        std::fs::create_dir_all(&bundle)
+            .map_err(|e| internal(&format!("creating {}", bundle.display()), e))?;
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| internal("writing config.json", e))?;
+
+        let (child, relay) = stdio::prepare(&self.connector, ports, terminal, &self.console_path())
+            .map_err(|e| {
+                ErrorResponse::field(ErrorCode::InvalidArgument, "stdio", e.to_string())
+            })?;
+        let console = child.console;
+        let built = {
+            let _build = self.reaper.build_lock();
+            let result = ContainerBuilder::new(id.to_string(), SyscallType::default())
+                .with_root_path(self.lc_root())
+                .map_err(|e| internal("libcontainer root", e))?
+                .with_stdin(child.stdin)
+                .with_stdout(child.stdout)
+                .with_stderr(child.stderr)
+                .with_console_socket(console.as_ref().map(|c| c.path.clone()))
+                .as_init(&bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build();
+            result.map(|c| {
+                let pid = c.pid().map(|p| p.as_raw()).unwrap_or(0);
+                let exit = self.reaper.watch(pid);
+                (c, pid, exit)
+            })
+        };
+        let (container, pid, exit) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = std::fs::remove_dir_all(self.lc_root().join(id));
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("creating container {id:?}: {e}"),
+                ));
+            }
+        };
+        if let Some(console) = console {
+            console
+                .finish(&relay)
+                .map_err(|e| internal("terminal", e))?;
+        }
+        tracing::info!(id, pid, "container created");
+        let init = Arc::new(Proc::new(pid, relay, exit));
+        lock(&self.containers).insert(
+            id.to_string(),
+            Entry {
+                container,
+                bundle,
+                init,
+                execs: HashMap::new(),
+                started: false,
+            },
+        );
+        Ok(Response::Created { pid: pid as u32 })
+    }
+
+    fn with_entry<T>(&self, id: &str, f: impl FnOnce(&mut Entry) -> Result<T>) -> Result<T> {
+        let mut map = lock(&self.containers);
+        let entry = map
+            .get_mut(id)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no container {id:?}")))?;
+        f(entry)
+    }
+
+    pub fn start(&self, id: &str) -> Result<Response> {
+        self.with_entry(id, |e| {
+            if e.started {
+                return Err(err(
+                    ErrorCode::InvalidState,
+                    format!("container {id:?} was already started"),
+                ));
+            }
+            e.container
+                .start()
+                .map_err(|x| internal(&format!("starting {id:?}"), x))?;
+            e.started = true;
+            Ok(Response::Ok)
+        })
+    }
+
+    pub fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &Process,
+        ports: &StdioPorts,
+    ) -> Result<Response> {
+        check_id("exec_id", exec_id)?;
+        let (bundle, root, mounts) = self.with_entry(id, |e| {
+            if e.execs.contains_key(exec_id) {
+                return Err(err(
+                    ErrorCode::AlreadyExists,
+                    format!("exec {exec_id:?} exists in {id:?}"),
+                ));
+            }
+            if !e.started || e.init.reported.get().is_some() || e.init.pid == 0 {
+                return Err(err(
+                    ErrorCode::InvalidState,
+                    format!("container {id:?} is not running"),
+                ));
+            }
+            let spec = Spec::load(e.bundle.join("config.json"))
+                .map_err(|x| internal("reading config.json", x))?;
+            let root = spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_default();
+            let mounts: Vec<PathBuf> = spec
+                .mounts()
+                .iter()
+                .flatten()
+                .map(|m| m.destination().clone())
+                .collect();
+            Ok((e.bundle.clone(), root, mounts))
+        })?;
+        validate::check_process(process, &root, &mounts)?;
+        let process_file = bundle.join(format!("exec-{exec_id}.json"));
+        let json = serde_json::to_vec(process).map_err(|x| internal("encoding the process", x))?;
+        std::fs::write(&process_file, json).map_err(|x| internal("writing the process", x))?;
+        let terminal = process.terminal().unwrap_or(false);
+        let (child, relay) = stdio::prepare(&self.connector, ports, terminal, &self.console_path())
+            .map_err(|e| {
+                ErrorResponse::field(ErrorCode::InvalidArgument, "stdio", e.to_string())
+            })?;
+        let console = child.console;
+        let built = {
+            let _build = self.reaper.build_lock();
+            let result = ContainerBuilder::new(id.to_string(), SyscallType::default())
+                .with_root_path(self.lc_root())
+                .map_err(|e| internal("libcontainer root", e))?
+                .with_stdin(child.stdin)
+                .with_stdout(child.stdout)
+                .with_stderr(child.stderr)
+                .with_console_socket(console.as_ref().map(|c| c.path.clone()))
+                .as_tenant()
+                .with_detach(true)
+                .with_process(Some(&process_file))
+                .build();
+            result.map(|pid| (pid.as_raw(), self.reaper.watch(pid.as_raw())))
+        };
+        let _ = std::fs::remove_file(&process_file);
+        let (pid, exit) = built.map_err(|e| {
+            err(
+                ErrorCode::InvalidArgument,
+                format!("exec {exec_id:?} in {id:?}: {e}"),
+            )
+        })?;
+        if let Some(console) = console {
+            console
+                .finish(&relay)
+                .map_err(|e| internal("terminal", e))?;
+        }
+        let proc = Arc::new(Proc::new(pid, relay, exit));
+        self.with_entry(id, |e| {
+            e.execs.insert(exec_id.to_string(), proc);
+            Ok(())
+        })?;
+        Ok(Response::Started { pid: pid as u32 })
+    }
+
+    fn proc(&self, id: &str, exec_id: Option<&str>) -> Result<Arc<Proc>> {
+        self.with_entry(id, |e| match exec_id {
+            None => Ok(e.init.clone()),
+            Some(x) => e.execs.get(x).cloned().ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    format!("no exec {x:?} in container {id:?}"),
+                )
+            }),
+        })
+    }
+
+    pub fn signal(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        signal: i32,
+        all: bool,
+    ) -> Result<Response> {
+        let sig = Signal::try_from(signal).map_err(|_| {
+            ErrorResponse::field(
+                ErrorCode::InvalidArgument,
+                "signal",
+                format!("signal {signal}: not a signal"),
+            )
+        })?;
+        if all {
+            if exec_id.is_some() {
+                return Err(ErrorResponse::field(
+                    ErrorCode::InvalidArgument,
+                    "all",
+                    "all: only without exec_id",
+                ));
+            }
+            return self.with_entry(id, |e| {
+                e.container
+                    .kill(sig, true)
+                    .map_err(|x| internal(&format!("signalling {id:?}"), x))?;
+                Ok(Response::Ok)
+            });
+        }
+        let p = self.proc(id, exec_id)?;
+        if p.reported.get().is_some() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                format!("process {} of {id:?} has exited", p.pid),
+            ));
+        }
+        // SAFETY: kill has no memory effects; the PID is our unreaped child, so it
+        // cannot have been recycled.
+        if unsafe { libc::kill(p.pid, signal) } < 0 {
+            return Err(internal(
+                &format!("kill({}, {signal})", p.pid),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Response::Ok)
+    }
+
+    /// Blocks until the process's exit is reported. Holds no lock while waiting.
+    pub fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<Response> {
+        let p = self.proc(id, exec_id)?;
+        Ok(Response::Exited {
+            status: p.reported.wait(),
+        })
+    }
+
+    pub fn state(&self, id: &str) -> Result<Response> {
+        self.with_entry(id, |e| {
+            let exit = e.init.reported.get();
+            let status = match (exit, e.started) {
+                (Some(_), _) => ContainerStatus::Stopped,
+                (None, false) => ContainerStatus::Created,
+                (None, true) => {
+                    let _ = e.container.refresh_status();
+                    if e.container.status() == libcontainer::container::ContainerStatus::Paused {
+                        ContainerStatus::Paused
+                    } else {
+                        ContainerStatus::Running
+                    }
+                }
+            };
+            let pid = exit.is_none().then_some(e.init.pid as u32);
+            Ok(Response::State {
+                state: ContainerInfo {
+                    id: id.to_string(),
+                    status,
+                    pid,
+                    exit,
+                },
+            })
+        })
+    }
+
+    pub fn list(&self, id: &str) -> Result<Response> {
+        self.with_entry(id, |e| {
+            let cgroup = crate::cgroup::dir(&e.bundle);
+            let mut pids = cgroup
+                .and_then(|d| crate::cgroup::procs(&d))
+                .unwrap_or_default();
+            if pids.is_empty() {
+                pids = std::iter::once(&e.init)
+                    .chain(e.execs.values())
+                    .filter(|p| p.reported.get().is_none())
+                    .map(|p| p.pid as u32)
+                    .collect();
+            }
+            Ok(Response::Processes { pids })
+        })
+    }
+
+    pub fn resize(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        rows: u16,
+        cols: u16,
+    ) -> Result<Response> {
+        let p = self.proc(id, exec_id)?;
+        p.relay.resize(rows, cols).map_err(|e| {
+            err(
+                ErrorCode::InvalidState,
+                format!("resizing the terminal of {id:?}: {e}"),
+            )
+        })?;
+        Ok(Response::Ok)
+    }
+
+    pub fn close_stdin(&self, id: &str, exec_id: Option<&str>) -> Result<Response> {
+        self.proc(id, exec_id)?.relay.close_stdin();
+        Ok(Response::Ok)
+    }
+
+    pub fn stats(&self, id: &str) -> Result<Response> {
+        let bundle = self.with_entry(id, |e| Ok(e.bundle.clone()))?;
+        let dir = crate::cgroup::dir(&bundle).ok_or_else(|| {
+            err(
+                ErrorCode::Unsupported,
+                format!("container {id:?}: no cgroup v2 directory"),
+            )
+        })?;
+        Ok(Response::Stats {
+            stats: crate::cgroup::stats(&dir),
+        })
+    }
+
+    pub fn pause(&self, id: &str, pause: bool) -> Result<Response> {
+        self.with_entry(id, |e| {
+            let r = if pause {
+                e.container.pause()
+            } else {
+                e.container.resume()
+            };
+            r.map_err(|x| {
+                err(
+                    ErrorCode::InvalidState,
+                    format!("{} {id:?}: {x}", if pause { "pausing" } else { "resuming" }),
+                )
+            })?;
+            Ok(Response::Ok)
+        })
+    }
+
+    pub fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<Response> {
+        let bundle = self.with_entry(id, |e| Ok(e.bundle.clone()))?;
+        let dir = crate::cgroup::dir(&bundle).ok_or_else(|| {
+            err(
+                ErrorCode::Unsupported,
+                format!("container {id:?}: no cgroup v2 directory"),
+            )
+        })?;
+        crate::cgroup::update(&dir, resources)?;
+        Ok(Response::Ok)
+    }
+
+    pub fn destroy(&self, id: &str) -> Result<Response> {
+        let mut entry = lock(&self.containers)
+            .remove(id)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no container {id:?}")))?;
+        let _ = entry.container.refresh_status();
+        if let Err(e) = entry.container.delete(true) {
+            tracing::warn!(id, "libcontainer delete: {e}");
+        }
+        for p in std::iter::once(&entry.init).chain(entry.execs.values()) {
+            if p.reported.get().is_none() && p.pid > 0 {
+                // SAFETY: kill has no memory effects; see `signal`.
+                unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&entry.bundle);
+        let _ = std::fs::remove_dir_all(self.lc_root().join(id));
+        Ok(Response::Ok)
+    }
+
+    /// Kills every container (agent shutdown).
+    pub fn destroy_all(&self) {
+        let ids: Vec<String> = lock(&self.containers).keys().cloned().collect();
+        for id in ids {
+            let _ = self.destroy(&id);
+        }
+    }
+}
+
+/// The bundle's spec path, for the cgroup module.
+pub fn bundle_spec(bundle: &Path) -> PathBuf {
+    bundle.join("config.json")
+}

@@ -1,0 +1,283 @@
+//! runv-agent: the guest's PID 1, which creates OCI containers for the host.
+//!
+//! In the guest (PID 1, or `--listen vsock`) it mounts the early file systems, logs to
+//! the serial console and serves the agent protocol on vsock. On a host,
+//! `runv-agent --listen unix:PATH --state-dir DIR` serves the same protocol on a Unix
+//! socket, which is how its container logic is tested without a VM. docs/agent.md.
+
+mod cgroup;
+mod containers;
+mod pid1;
+mod reaper;
+mod stdio;
+mod transport;
+mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent_protocol::{ErrorResponse, Request, Response, Server, SUPPORTED_VERSIONS};
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use containers::{Manager, Paths};
+use transport::{ListenAddr, Listener, StdioConnector, Stream};
+
+const SOFTWARE: &str = concat!("runv-agent ", env!("CARGO_PKG_VERSION"));
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "runv's guest agent: creates OCI containers for the host"
+)]
+struct Args {
+    /// unix:PATH (host mode), vsock or vsock:PORT. Default: vsock as PID 1.
+    #[arg(long)]
+    listen: Option<ListenAddr>,
+    /// State: libcontainer's container directories and the bundles.
+    #[arg(long, default_value = "/run/runv-agent")]
+    state_dir: PathBuf,
+    /// Where share tags live (`<dir>/<tag>/<subpath>` is a rootfs location).
+    #[arg(long, default_value = agent_protocol::GUEST_SHARE_ROOT)]
+    share_dir: PathBuf,
+    /// Host mode: stdio port P is the Unix socket `<base>_<P>` (default: the listen path).
+    #[arg(long)]
+    stdio_base: Option<PathBuf>,
+}
+
+struct Agent {
+    manager: Manager,
+    pid1: bool,
+    share_dir: PathBuf,
+}
+
+fn main() {
+    let pid1 = std::process::id() == 1;
+    init_logging(pid1);
+    if let Err(e) = run(pid1) {
+        tracing::error!("{e:#}");
+        if pid1 {
+            // PID 1 must not exit: that panics the kernel. Power off instead.
+            pid1::power_off();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(pid1: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNV_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    if pid1 {
+        // /dev is not mounted yet: mount it just for the console, early mounts follow.
+        let _ = pid1::early_mounts();
+        if let Some(console) = pid1::console() {
+            builder.with_writer(std::sync::Mutex::new(console)).init();
+            return;
+        }
+    }
+    builder.with_writer(std::io::stderr).init();
+}
+
+fn run(pid1: bool) -> Result<()> {
+    let args = Args::parse();
+    let listen = match args.listen.clone() {
+        Some(l) => l,
+        None if pid1 => ListenAddr::Vsock(agent_protocol::AGENT_VSOCK_PORT),
+        None => anyhow::bail!(
+            "--listen is required when not PID 1 (e.g. --listen unix:/tmp/agent.sock)"
+        ),
+    };
+    let guest = pid1 || matches!(listen, ListenAddr::Vsock(_));
+    if pid1 {
+        pid1::early_mounts().context("early mounts")?;
+        pid1::watch_power_button()?;
+    }
+    let connector = match (&listen, &args.stdio_base) {
+        (_, Some(base)) => StdioConnector::Unix(base.clone()),
+        (ListenAddr::Unix(path), None) => StdioConnector::Unix(path.clone()),
+        (ListenAddr::Vsock(_), None) => StdioConnector::Vsock,
+    };
+    let reaper = reaper::Reaper::start();
+    let paths = Paths {
+        state: args.state_dir.clone(),
+        shares: args.share_dir.clone(),
+    };
+    let manager = Manager::new(paths, connector, reaper)
+        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let agent = Arc::new(Agent {
+        manager,
+        pid1,
+        share_dir: args.share_dir.clone(),
+    });
+    let listener = Listener::bind(&listen).with_context(|| format!("listening on {listen:?}"))?;
+    tracing::info!(?listen, guest, "{SOFTWARE} serving");
+    loop {
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || serve(&agent, stream));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// One control connection: requests are answered in order. `wait_process` blocks its
+/// connection, so shims wait on a connection of their own (docs/agent-protocol.md).
+fn serve(agent: &Agent, stream: Stream) {
+    let mut server = match Server::accept(stream, SUPPORTED_VERSIONS, SOFTWARE) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("handshake: {e}");
+            return;
+        }
+    };
+    loop {
+        let frame = match server.next_request() {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("connection: {e}");
+                return;
+            }
+        };
+        let kind = frame.request.kind();
+        let shutdown = matches!(frame.request, Request::Shutdown);
+        let response = handle(agent, frame.request).unwrap_or_else(|e| {
+            tracing::info!(kind, "refused: {}", e.message);
+            Response::Error(e)
+        });
+        if let Err(e) = server.respond(frame.id, &response) {
+            tracing::warn!("answering {kind}: {e}");
+            return;
+        }
+        if shutdown {
+            agent.manager.destroy_all();
+            if agent.pid1 {
+                pid1::power_off();
+            }
+            tracing::info!("shutdown requested; exiting");
+            std::process::exit(0);
+        }
+    }
+}
+
+fn handle(agent: &Agent, request: Request) -> Result<Response, ErrorResponse> {
+    let m = &agent.manager;
+    match request {
+        Request::Ping | Request::Shutdown => Ok(Response::Ok),
+        Request::CreateSandbox {
+            hostname,
+            dns,
+            shares,
+            ..
+        } => create_sandbox(agent, &hostname, &dns, &shares),
+        Request::CreateContainer {
+            container_id,
+            spec,
+            rootfs,
+            stdio,
+        } => m.create(&container_id, *spec, &rootfs, &stdio),
+        Request::StartContainer { container_id } => m.start(&container_id),
+        Request::ExecProcess {
+            container_id,
+            exec_id,
+            process,
+            stdio,
+        } => m.exec(&container_id, &exec_id, &process, &stdio),
+        Request::SignalProcess {
+            container_id,
+            exec_id,
+            signal,
+            all,
+        } => m.signal(&container_id, exec_id.as_deref(), signal, all),
+        Request::WaitProcess {
+            container_id,
+            exec_id,
+        } => m.wait(&container_id, exec_id.as_deref()),
+        Request::State { container_id } => m.state(&container_id),
+        Request::ListProcesses { container_id } => m.list(&container_id),
+        Request::ResizeTty {
+            container_id,
+            exec_id,
+            rows,
+            cols,
+        } => m.resize(&container_id, exec_id.as_deref(), rows, cols),
+        Request::CloseStdin {
+            container_id,
+            exec_id,
+        } => m.close_stdin(&container_id, exec_id.as_deref()),
+        Request::Stats { container_id } => m.stats(&container_id),
+        Request::PauseContainer { container_id } => m.pause(&container_id, true),
+        Request::ResumeContainer { container_id } => m.pause(&container_id, false),
+        Request::UpdateContainer {
+            container_id,
+            resources,
+        } => m.update(&container_id, &resources),
+        Request::DestroyContainer { container_id } => m.destroy(&container_id),
+    }
+}
+
+/// In the guest: hostname, resolv.conf and the virtio-fs shares. On a host the agent
+/// must not change the machine's hostname or mounts, so this only checks the tags.
+fn create_sandbox(
+    agent: &Agent,
+    hostname: &str,
+    dns: &agent_protocol::DnsConfig,
+    shares: &[String],
+) -> Result<Response, ErrorResponse> {
+    use agent_protocol::ErrorCode;
+    for tag in shares {
+        agent_protocol::share::validate_tag(tag).map_err(|e| {
+            ErrorResponse::field(ErrorCode::InvalidArgument, "shares", format!("shares: {e}"))
+        })?;
+    }
+    if !agent.pid1 {
+        return Ok(Response::Ok);
+    }
+    let internal = |e: anyhow::Error| ErrorResponse::new(ErrorCode::Internal, format!("{e:#}"));
+    if !hostname.is_empty() {
+        nix::unistd::sethostname(hostname).map_err(|e| {
+            ErrorResponse::field(
+                ErrorCode::InvalidArgument,
+                "hostname",
+                format!("hostname {hostname:?}: {e}"),
+            )
+        })?;
+    }
+    let mut resolv = String::new();
+    for s in &dns.servers {
+        resolv.push_str(&format!("nameserver {s}\n"));
+    }
+    if !dns.searches.is_empty() {
+        resolv.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        resolv.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    if !resolv.is_empty() {
+        std::fs::create_dir_all("/etc")
+            .and_then(|_| std::fs::write("/etc/resolv.conf", resolv))
+            .map_err(|e| {
+                ErrorResponse::new(
+                    ErrorCode::Internal,
+                    format!("writing /etc/resolv.conf: {e}"),
+                )
+            })?;
+    }
+    for tag in shares {
+        pid1::mount_share(tag, &agent.share_dir.join(tag)).map_err(internal)?;
+    }
+    Ok(Response::Ok)
+}
