@@ -26,7 +26,7 @@ phase() {
   return $rc
 }
 
-phase "packages" ensure_packages busybox-static cpio qemu-system-x86 linux-source-6.1 \
+phase "packages" ensure_packages busybox-static libseccomp-dev cpio qemu-system-x86 linux-source-6.1 \
   bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev || exit 1
 prune_targets
 phase "cargo fmt" cargo fmt --all -- --check
