@@ -17,6 +17,7 @@ trap 'rm -rf "$work"' EXIT
 rw=$work/data.img ro=$work/base.img
 truncate -s 8M "$rw"
 printf 'HOST-PATTERN-0123456789abcdefXYZ' | dd of="$rw" bs=4096 seek=1 conv=notrunc 2>/dev/null
+head -c 1048576 /dev/zero | tr '\000' '\245' | dd of="$rw" bs=1M seek=4 conv=notrunc 2>/dev/null
 head -c 1048576 /dev/urandom >"$ro"
 ro_sum=$(md5sum <"$ro" | cut -d' ' -f1)
 ro_first=$(head -c 512 "$ro" | md5sum | cut -d' ' -f1)
@@ -47,6 +48,11 @@ check "host sees the guest's 1 MiB of Z at 1 MiB" \
 check "guest read back its 1 MiB through the device" [ "$(line BLK-READBACK)" = "BLK-READBACK $z_sum" ]
 check "bytes around the guest's writes are untouched" \
   [ "$(dd if="$rw" bs=65536 skip=32 count=16 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]
+check "guest discarded 1 MiB at 4 MiB ($(line BLK-DISCARD))" [ "$(line BLK-DISCARD)" = "BLK-DISCARD rc=0" ]
+check "the discarded range reads as zeros on the host" \
+  [ "$(dd if="$rw" bs=1M skip=4 count=1 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]
+check "the discard left a hole: the image holds less than 2 MiB of data blocks" \
+  [ "$(du -k "$rw" | cut -f1)" -lt 2048 ]
 check "write to the read-only disk failed in the guest ($(line BLK-RO-WRITE))" \
   [ -n "$(line BLK-RO-WRITE)" -a "$(line BLK-RO-WRITE)" != "BLK-RO-WRITE rc=0" ]
 check "the read-only disk is readable from the guest" [ "$(line BLK-RO-READ)" = "BLK-RO-READ $ro_first" ]

@@ -17,6 +17,9 @@ echo "BLK-WRITE-1M rc=$?"
 # The guest's own read-back of the 1 MiB, through the device (drop the page cache first).
 echo 3 > /proc/sys/vm/drop_caches
 echo "BLK-READBACK $(dd if=/dev/vda bs=65536 skip=16 count=16 2>/dev/null | md5sum | cut -d' ' -f1)"
+# DISCARD of 1 MiB at 4 MiB (the host filled it): the image gets a hole there.
+blkdiscard -o 4194304 -l 1048576 /dev/vda
+echo "BLK-DISCARD rc=$?"
 # Writes to the read-only disk must fail.
 printf 'MUST-NOT-LAND' | dd of=/dev/vdb bs=512 count=1 conv=notrunc,fsync 2>/dev/null
 echo "BLK-RO-WRITE rc=$?"

@@ -1,20 +1,34 @@
 //! The virtio-blk device: features, configuration space, activation.
 
-use super::handler::{BlockHandler, Disk, ID_BYTES, SECTOR_SIZE};
+use super::handler::{BlockHandler, Disk, ID_BYTES, MAX_DISCARD_SEG, SECTOR_SIZE};
 use super::{BlockConfig, Error};
 use crate::devices::virtio::{
     read_config_bytes, ActivateArgs, ActivateError, QueueT, VirtioDevice, TYPE_BLOCK,
-    VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use crate::event_loop::{EventLoopHandle, EventSet, HandlerId};
 use crate::ratelimit::LogLimiter;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 
+/// Feature: `seg_max` in the config is valid. Without it Linux sends one data segment
+/// per request (4 KiB for O_DIRECT I/O on scattered pages): a third of the throughput.
+pub const VIRTIO_BLK_F_SEG_MAX: u32 = 2;
 /// Feature: the device is read-only.
 pub const VIRTIO_BLK_F_RO: u32 = 5;
 /// Feature: the device supports FLUSH.
 pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+/// Feature: the device supports DISCARD (offered for writable images).
+pub const VIRTIO_BLK_F_DISCARD: u32 = 13;
+/// Size of the configuration space the device fills (through `discard_sector_alignment`).
+const CONFIG_LEN: usize = 48;
+/// Config offsets (virtio 1.2, 5.2.4).
+const CFG_SEG_MAX: usize = 12;
+const CFG_MAX_DISCARD_SECTORS: usize = 36;
+const CFG_MAX_DISCARD_SEG: usize = 40;
+const CFG_DISCARD_SECTOR_ALIGNMENT: usize = 44;
+/// Discard granularity: 4 KiB, the host page and usual file-system block.
+const DISCARD_ALIGNMENT_SECTORS: u32 = 8;
 /// One request queue.
 const QUEUE_SIZES: [u16; 1] = [256];
 
@@ -25,7 +39,7 @@ pub struct Block {
     read_only: bool,
     capacity: u64,
     id: [u8; ID_BYTES],
-    config: [u8; 8],
+    config: [u8; CONFIG_LEN],
     active: Option<(EventLoopHandle, HandlerId)>,
     limiter: LogLimiter,
 }
@@ -53,13 +67,29 @@ impl Block {
         let mut id = [0u8; ID_BYTES];
         let n = id_str.len().min(ID_BYTES);
         id[..n].copy_from_slice(&id_str.as_bytes()[..n]);
+        let mut config = [0u8; CONFIG_LEN];
+        config[..8].copy_from_slice(&capacity.to_le_bytes());
+        let put = |config: &mut [u8; CONFIG_LEN], at: usize, v: u32| {
+            config[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        let max_discard =
+            u32::try_from(capacity).unwrap_or(u32::MAX) & !(DISCARD_ALIGNMENT_SECTORS - 1);
+        // Header and status take a descriptor each (as QEMU counts).
+        put(&mut config, CFG_SEG_MAX, u32::from(QUEUE_SIZES[0]) - 2);
+        put(&mut config, CFG_MAX_DISCARD_SECTORS, max_discard);
+        put(&mut config, CFG_MAX_DISCARD_SEG, MAX_DISCARD_SEG);
+        put(
+            &mut config,
+            CFG_DISCARD_SECTOR_ALIGNMENT,
+            DISCARD_ALIGNMENT_SECTORS,
+        );
         Ok(Block {
             name: format!("virtio-blk {id_str}"),
             file,
             read_only: cfg.read_only,
             capacity,
             id,
-            config: capacity.to_le_bytes(),
+            config,
             active: None,
             limiter: LogLimiter::new(),
         })
@@ -86,12 +116,17 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let ro = if self.read_only {
+        let access = if self.read_only {
             1 << VIRTIO_BLK_F_RO
         } else {
-            0
+            1 << VIRTIO_BLK_F_DISCARD
         };
-        ro | (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_RING_F_EVENT_IDX)
+        // Indirect descriptors: a request of many segments takes one ring slot.
+        access
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
     }
 
     fn ack_features(&mut self, _features: u64) {}

@@ -12,11 +12,11 @@ use crate::devices::virtio::{Interrupt, Queue, QueueT};
 use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
 use crate::ratelimit::LogLimiter;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueOwnedT;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Sector size of the virtio-blk protocol.
@@ -32,6 +32,12 @@ pub const VIRTIO_BLK_T_OUT: u32 = 1;
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
 /// Device ID string.
 pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// Discard (punch a hole in the image).
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+/// Most discard segments per request (config `max_discard_seg`).
+pub const MAX_DISCARD_SEG: u32 = 16;
+/// Discard segment: sector u64, num_sectors u32, flags u32.
+const DISCARD_SEGMENT_LEN: u64 = 16;
 
 /// Status: success.
 pub const VIRTIO_BLK_S_OK: u8 = 0;
@@ -42,8 +48,6 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 
 /// Request header size (type, reserved, sector).
 const HEADER_LEN: u32 = 16;
-/// Largest bounce buffer per copy step.
-const CHUNK: usize = 1 << 20;
 
 /// Why one request failed; logged rate-limited, answered with a status byte.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +124,47 @@ fn check(mem: &GuestMemoryMmap, d: &Descriptor) -> Result<(), RequestError> {
     }
 }
 
-/// Copies between the image at `offset` and guest memory, one data descriptor at a time.
+/// pread (`to_guest`) or pwrite of the whole of `len` bytes at `ptr`, at `offset`.
+///
+/// # Safety
+/// `ptr..ptr + len` must be mapped, writable when `to_guest`, for the whole call.
+unsafe fn pio_all(
+    file: &File,
+    ptr: *mut u8,
+    len: usize,
+    offset: u64,
+    to_guest: bool,
+) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let pos = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: the caller guarantees ptr..ptr+len is mapped (and writable for reads);
+        // the kernel touches at most len - done bytes from ptr + done.
+        let n = unsafe {
+            let at = ptr.add(done).cast();
+            if to_guest {
+                libc::pread(file.as_raw_fd(), at, len - done, pos)
+            } else {
+                libc::pwrite(file.as_raw_fd(), at, len - done, pos)
+            }
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(())
+}
+
+/// Moves data between the image at `offset` and the guest buffers, straight from and into
+/// guest memory (no bounce buffer): one pread/pwrite per descriptor.
 fn transfer(
     mem: &GuestMemoryMmap,
     disk: &Disk,
@@ -128,30 +172,22 @@ fn transfer(
     mut offset: u64,
     to_guest: bool,
 ) -> Result<u32, RequestError> {
-    let mut buf = Vec::new();
     let mut written = 0u32;
     for d in data {
-        let mut done = 0usize;
-        let len = d.len() as usize;
-        while done < len {
-            let n = (len - done).min(CHUNK);
-            buf.resize(n, 0);
-            let addr = GuestAddress(d.addr().raw_value() + done as u64);
-            let io = |source| RequestError::Io { offset, source };
-            let bad = |_| RequestError::BadAddress {
-                addr: addr.raw_value(),
-                len: n as u32,
-            };
-            if to_guest {
-                disk.file.read_exact_at(&mut buf, offset).map_err(io)?;
-                mem.write_slice(&buf, addr).map_err(bad)?;
-                written += n as u32;
-            } else {
-                mem.read_slice(&mut buf, addr).map_err(bad)?;
-                disk.file.write_all_at(&buf, offset).map_err(io)?;
-            }
-            done += n;
-            offset += n as u64;
+        let slice =
+            mem.get_slice(d.addr(), d.len() as usize)
+                .map_err(|_| RequestError::BadAddress {
+                    addr: d.addr().raw_value(),
+                    len: d.len(),
+                })?;
+        let guard = slice.ptr_guard_mut();
+        // SAFETY: the slice is guest RAM that `mem` (a clone held by the handler for as long
+        // as it runs) keeps mapped read-write; `guard` covers exactly `slice.len()` bytes.
+        unsafe { pio_all(&disk.file, guard.as_ptr(), slice.len(), offset, to_guest) }
+            .map_err(|source| RequestError::Io { offset, source })?;
+        offset += u64::from(d.len());
+        if to_guest {
+            written += d.len();
         }
     }
     Ok(written)
@@ -190,6 +226,7 @@ fn execute(mem: &GuestMemoryMmap, disk: &Disk, descs: &[Descriptor]) -> Result<u
         VIRTIO_BLK_T_IN | VIRTIO_BLK_T_GET_ID => true,
         VIRTIO_BLK_T_OUT => false,
         VIRTIO_BLK_T_FLUSH => return disk_flush(disk, data),
+        VIRTIO_BLK_T_DISCARD => return discard(mem, disk, data),
         other => return Err(RequestError::Unsupported(other)),
     };
     if data.iter().any(|d| d.is_write_only() != want_write_only) {
@@ -231,6 +268,83 @@ fn execute(mem: &GuestMemoryMmap, disk: &Disk, descs: &[Descriptor]) -> Result<u
     } else {
         transfer(mem, disk, data, offset, true)
     }
+}
+
+/// DISCARD: each segment's range becomes a hole in the image (reads as zeros, frees the
+/// host blocks); the file size stays.
+fn discard(mem: &GuestMemoryMmap, disk: &Disk, data: &[Descriptor]) -> Result<u32, RequestError> {
+    if disk.read_only {
+        return Err(RequestError::ReadOnly);
+    }
+    if data.iter().any(|d| d.is_write_only()) {
+        return Err(RequestError::Malformed(
+            "discard segments not device-readable",
+        ));
+    }
+    let mut segments = 0u32;
+    for d in data {
+        let len = u64::from(d.len());
+        if len == 0 || len % DISCARD_SEGMENT_LEN != 0 {
+            return Err(RequestError::Malformed("discard segment of the wrong size"));
+        }
+        for k in 0..len / DISCARD_SEGMENT_LEN {
+            segments += 1;
+            if segments > MAX_DISCARD_SEG {
+                return Err(RequestError::Malformed(
+                    "more discard segments than offered",
+                ));
+            }
+            let at = d.addr().unchecked_add(k * DISCARD_SEGMENT_LEN);
+            let bad = |_| RequestError::BadAddress {
+                addr: at.raw_value(),
+                len: DISCARD_SEGMENT_LEN as u32,
+            };
+            let sector: u64 = mem.read_obj(at).map_err(bad)?;
+            let num: u32 = mem.read_obj(at.unchecked_add(8)).map_err(bad)?;
+            let flags: u32 = mem.read_obj(at.unchecked_add(12)).map_err(bad)?;
+            if flags & !1 != 0 {
+                return Err(RequestError::Malformed(
+                    "discard segment with reserved flags",
+                ));
+            }
+            let len = u64::from(num) * SECTOR_SIZE;
+            let end = sector
+                .checked_mul(SECTOR_SIZE)
+                .and_then(|start| start.checked_add(len));
+            if !end.is_some_and(|end| end <= disk.capacity * SECTOR_SIZE) {
+                return Err(RequestError::OutOfRange {
+                    sector,
+                    len,
+                    capacity: disk.capacity,
+                });
+            }
+            punch_hole(&disk.file, sector * SECTOR_SIZE, len)?;
+        }
+    }
+    Ok(0)
+}
+
+fn punch_hole(file: &File, offset: u64, len: u64) -> Result<(), RequestError> {
+    let err = |source| RequestError::Io { offset, source };
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(err(std::io::Error::from_raw_os_error(libc::EOVERFLOW)));
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on an fd this handler owns; no memory is passed.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            n,
+        )
+    };
+    if ret != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn disk_flush(disk: &Disk, data: &[Descriptor]) -> Result<u32, RequestError> {

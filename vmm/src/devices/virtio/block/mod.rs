@@ -3,7 +3,9 @@
 //! IN, OUT, FLUSH and GET_ID; read-only images are offered with VIRTIO_BLK_F_RO and OUT
 //! requests fail with IOERR. The capacity is the file size in 512-byte sectors (a partial
 //! last sector is not visible). The serial (GET_ID, `/sys/block/vdX/serial`) is `id`, by
-//! default the image's file name, truncated to 20 bytes. DISCARD is not offered.
+//! default the image's file name, truncated to 20 bytes. Writable images also offer
+//! DISCARD (up to 16 segments, 4 KiB granularity): the range becomes a hole in the image
+//! file (`fallocate` PUNCH_HOLE), which reads as zeros and frees the host's blocks.
 
 pub mod device;
 pub mod handler;

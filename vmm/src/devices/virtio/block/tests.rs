@@ -3,6 +3,7 @@
 use super::*;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
+use vm_memory::GuestAddress;
 
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
@@ -244,4 +245,97 @@ fn a_descriptor_loop_is_dropped_not_spun_on() {
     // A chain pointing past the descriptor table ends there too.
     let descs = [d(HDR, 16, F_NEXT, 1), d(STATUS, 1, F_NEXT | F_WRITE, 999)];
     assert_eq!(run(&f, disk(&f, false), &descs).0, 0);
+}
+
+/// Writes discard segments (sector, sectors, flags) at DATA; returns the chain.
+fn discard_chain(f: &Fixture, segs: &[(u64, u32, u32)]) -> Vec<RawDescriptor> {
+    for (i, &(sector, num, flags)) in segs.iter().enumerate() {
+        let at = DATA + 16 * i as u64;
+        f.mem.write_obj(sector, GuestAddress(at)).unwrap();
+        f.mem.write_obj(num, GuestAddress(at + 8)).unwrap();
+        f.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+    }
+    chain(&[(DATA, 16 * segs.len() as u32, false)])
+}
+
+#[test]
+fn discard_punches_holes_within_the_disk_only() {
+    let f = fixture("discard");
+    header(&f.mem, VIRTIO_BLK_T_DISCARD, 0);
+    let descs = discard_chain(&f, &[(2, 2, 0), (8, 1, 1)]);
+    let (len, status, _) = run(&f, disk(&f, false), &descs);
+    assert_eq!((len, status), (1, VIRTIO_BLK_S_OK));
+    let image = std::fs::read(&f.path).unwrap();
+    assert_eq!(image.len() as u64, SECTORS * SECTOR_SIZE, "size kept");
+    assert!(image[1024..2048].iter().all(|&b| b == 0));
+    assert!(image[2048..2560].iter().all(|&b| b == 4));
+    assert!(image[4096..4608].iter().all(|&b| b == 0));
+    assert!(image[4608..5120].iter().all(|&b| b == 9));
+
+    for (segs, ro) in [
+        (vec![(SECTORS - 1, 2, 0)], false),  // past the end
+        (vec![(u64::MAX / 2, 1, 0)], false), // overflow
+        (vec![(0, 1, 2)], false),            // reserved flag
+        (vec![(0, 1, 0); 17], false),        // more segments than offered
+        (vec![(0, 1, 0)], true),             // read-only disk
+    ] {
+        header(&f.mem, VIRTIO_BLK_T_DISCARD, 0);
+        let descs = discard_chain(&f, &segs);
+        let (_, status, _) = run(&f, disk(&f, ro), &descs);
+        assert_eq!(status, VIRTIO_BLK_S_IOERR, "{segs:?} ro={ro}");
+    }
+    assert!(std::fs::read(&f.path).unwrap()[..512]
+        .iter()
+        .all(|&b| b == 0));
+}
+
+#[test]
+fn config_space_has_capacity_and_discard_limits() {
+    let f = fixture("config");
+    let cfg: super::super::BlockConfig = format!("path={}", f.path.display()).parse().unwrap();
+    let dev = super::super::Block::new(&cfg).unwrap();
+    use crate::devices::virtio::VirtioDevice;
+    let mut b = [0u8; 8];
+    dev.read_config(0, &mut b);
+    assert_eq!(u64::from_le_bytes(b), SECTORS);
+    let mut w = [0u8; 4];
+    dev.read_config(40, &mut w);
+    assert_eq!(u32::from_le_bytes(w), MAX_DISCARD_SEG);
+    assert_ne!(
+        dev.features() & (1 << 13),
+        0,
+        "DISCARD offered on a writable image"
+    );
+    let ro: super::super::BlockConfig = format!("path={},ro", f.path.display()).parse().unwrap();
+    let dev = super::super::Block::new(&ro).unwrap();
+    assert_eq!(dev.features() & (1 << 13), 0);
+    assert_ne!(dev.features() & (1 << 5), 0);
+}
+
+#[test]
+fn an_indirect_chain_is_served() {
+    let f = fixture("indirect");
+    header(&f.mem, VIRTIO_BLK_T_IN, 5);
+    let table = 0x4_0000u64;
+    let entries: [(u64, u32, u16, u16); 4] = [
+        (HDR, 16, F_NEXT, 1),
+        (DATA, 512, F_NEXT | F_WRITE, 2),
+        (DATA + 0x1000, 512, F_NEXT | F_WRITE, 3),
+        (STATUS, 1, F_WRITE, 0),
+    ];
+    for (i, (addr, len, flags, next)) in entries.into_iter().enumerate() {
+        let at = table + 16 * i as u64;
+        f.mem.write_obj(addr, GuestAddress(at)).unwrap();
+        f.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
+        f.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+        f.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
+    }
+    const F_INDIRECT: u16 = 4;
+    let (len, status, _) = run(&f, disk(&f, false), &[d(table, 64, F_INDIRECT, 0)]);
+    assert_eq!((len, status), (1025, VIRTIO_BLK_S_OK));
+    let mut b = [0u8; 1];
+    f.mem
+        .read_slice(&mut b, GuestAddress(DATA + 0x1000))
+        .unwrap();
+    assert_eq!(b[0], 6);
 }
