@@ -53,7 +53,16 @@ struct Agent {
 
 fn main() {
     let pid1 = std::process::id() == 1;
+    // Before anything else mounts: the mounts must be made on the new root.
+    let reroot = if pid1 {
+        pid1::leave_initramfs()
+    } else {
+        Ok(())
+    };
     init_logging(pid1);
+    if let Err(e) = reroot {
+        tracing::error!("leaving the initramfs: {e:#} (containers cannot pivot_root)");
+    }
     if let Err(e) = run(pid1) {
         tracing::error!("{e:#}");
         if pid1 {
@@ -82,7 +91,13 @@ fn init_logging(pid1: bool) {
 }
 
 fn run(pid1: bool) -> Result<()> {
-    let args = Args::parse();
+    // As PID 1 the kernel passes the command line's unknown words as arguments: ignore
+    // them, the defaults are the guest's.
+    let args = if pid1 {
+        Args::try_parse().unwrap_or_else(|_| Args::parse_from(["runv-agent"]))
+    } else {
+        Args::parse()
+    };
     let listen = match args.listen.clone() {
         Some(l) => l,
         None if pid1 => ListenAddr::Vsock(agent_protocol::AGENT_VSOCK_PORT),

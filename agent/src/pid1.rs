@@ -5,6 +5,32 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 
+/// Moves the agent from the initramfs onto a tmpfs root, as switch_root does. The
+/// initramfs root cannot be unmounted, so `pivot_root` in a container's mount namespace
+/// fails with EINVAL while it is `/`; on a tmpfs root it works.
+pub fn leave_initramfs() -> Result<()> {
+    let new = Path::new("/newroot");
+    std::fs::create_dir_all(new).context("creating /newroot")?;
+    mount(
+        Some("tmpfs"),
+        new,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .context("mounting the tmpfs root")?;
+    std::fs::copy("/init", new.join("init")).context("copying /init to the new root")?;
+    for d in ["dev", "proc", "sys", "run", "tmp", "etc"] {
+        std::fs::create_dir_all(new.join(d)).with_context(|| format!("creating /{d}"))?;
+    }
+    nix::unistd::chdir(new).context("chdir /newroot")?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("moving the new root to /")?;
+    nix::unistd::chroot(".").context("chroot into the new root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(())
+}
+
 /// Mounts what a Linux system and libcontainer need. Mounts that already exist (the
 /// kernel may have mounted devtmpfs) are left alone.
 pub fn early_mounts() -> Result<()> {

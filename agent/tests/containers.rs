@@ -4,8 +4,6 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-
 use agent_protocol::{ClientError, ErrorCode, ExitStatus, Request, Response};
 use harness::{call, connect, create_error, env, run, spec, Stdio};
 use oci_spec::runtime::{LinuxSeccomp, ProcessBuilder, UserBuilder};
@@ -490,15 +488,7 @@ fn raw_create(edit: impl FnOnce(&mut serde_json::Value)) -> agent_protocol::Erro
     edit(&mut spec);
     let frame = serde_json::json!({"id": 1, "request": {"type": "create_container", "container_id": "raw",
         "spec": spec, "rootfs": {"tag": harness::TAG, "subpath": "rootfs"}}});
-    let e = env().unwrap();
-    let mut s = std::os::unix::net::UnixStream::connect(&e.control).unwrap();
-    if e.hybrid {
-        s.write_all(b"CONNECT 1024\n").unwrap();
-        let mut b = [0u8; 1];
-        while b[0] != b'\n' {
-            s.read_exact(&mut b).unwrap();
-        }
-    }
+    let mut s = harness::raw_stream();
     let max = agent_protocol::MAX_FRAME_LEN;
     agent_protocol::handshake::client_handshake(
         &mut s,

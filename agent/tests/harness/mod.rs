@@ -11,7 +11,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -39,6 +39,7 @@ pub struct Env {
 }
 
 static ENV: OnceLock<Option<Env>> = OnceLock::new();
+static SANDBOX: OnceLock<()> = OnceLock::new();
 static PORT: AtomicU32 = AtomicU32::new(0);
 
 /// The environment, or `None` (test skipped) when this host cannot run containers.
@@ -141,21 +142,46 @@ fn build_rootfs(root: &Path) {
 
 pub fn connect() -> Client<UnixStream> {
     let e = env().unwrap();
+    if e.hybrid {
+        // The guest agent mounts the share once per VM (create_sandbox).
+        SANDBOX.get_or_init(|| {
+            let mut c = open(e);
+            let r = call(
+                &mut c,
+                Request::CreateSandbox {
+                    sandbox_id: "suite".into(),
+                    hostname: "runv-sandbox".into(),
+                    dns: Default::default(),
+                    shares: vec![TAG.into()],
+                },
+            );
+            assert!(matches!(r, Ok(Response::Ok)), "create_sandbox: {r:?}");
+        });
+    }
+    open(e)
+}
+
+fn open(_: &Env) -> Client<UnixStream> {
+    Client::connect_timeout(raw_stream(), "runv-agent suite", LIMIT).expect("handshake")
+}
+
+/// A stream to the agent before the handshake (through `CONNECT 1024` in guest mode).
+pub fn raw_stream() -> UnixStream {
+    let e = env().unwrap();
     let mut s = UnixStream::connect(&e.control).expect("connecting to the agent");
     if e.hybrid {
         s.write_all(format!("CONNECT {}\n", agent_protocol::AGENT_VSOCK_PORT).as_bytes())
             .unwrap();
-        let mut line = String::new();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        // Read byte by byte up to the newline: nothing after it may be buffered away.
+        // Byte by byte up to the newline: nothing after it may be read away.
+        let mut line = Vec::new();
         let mut b = [0u8; 1];
-        while !line.ends_with('\n') {
-            r.get_mut().read_exact(&mut b).unwrap();
-            line.push(b[0] as char);
+        while line.last() != Some(&b'\n') {
+            s.read_exact(&mut b).unwrap();
+            line.push(b[0]);
         }
-        assert!(line.starts_with("OK "), "hybrid vsock answer {line:?}");
+        assert!(line.starts_with(b"OK "), "hybrid vsock answer {line:?}");
     }
-    Client::connect_timeout(s, "runv-agent suite", LIMIT).expect("handshake")
+    s
 }
 
 pub fn call(c: &mut Client<UnixStream>, r: Request) -> Result<Response, ClientError> {

@@ -1,0 +1,119 @@
+//! cgroup v2 cases of the agent suite. They need a pure cgroup v2 hierarchy, which the
+//! guest has and this project's build host does not (hybrid v1): they run only against
+//! a guest agent (RUNV_AGENT_TEST_VSOCK, tests/e2e/agent.sh) and return early on a host.
+
+mod harness;
+
+use agent_protocol::{ExitStatus, Request, Response};
+use harness::{call, connect, env, run, spec, Stdio};
+use oci_spec::runtime::{LinuxResources, Spec};
+
+fn guest() -> bool {
+    env().is_some_and(|e| e.guest)
+}
+
+fn with_resources(mut s: Spec, json: &str) -> Spec {
+    let resources: LinuxResources = serde_json::from_str(json).unwrap();
+    let linux = s.linux().clone().map(|mut l| {
+        l.set_resources(Some(resources));
+        l
+    });
+    s.set_linux(linux);
+    s
+}
+
+#[test]
+fn a_pids_limit_stops_forks() {
+    if !guest() {
+        return;
+    }
+    let s = with_resources(
+        spec(&[
+            "sh",
+            "-c",
+            "for i in $(seq 1 40); do sleep 3 & done; wait; echo done",
+        ]),
+        r#"{"pids": {"limit": 10}}"#,
+    );
+    let o = run("pids", s, None);
+    assert!(o.stderr.contains("fork"), "{:?} {:?}", o.status, o.stderr);
+}
+
+#[test]
+fn the_cpu_weight_is_set() {
+    if !guest() {
+        return;
+    }
+    let script = "p=$(cut -d: -f3 /proc/self/cgroup); cat /sys/fs/cgroup$p/cpu.weight 2>/dev/null || cat /sys/fs/cgroup/cpu.weight";
+    let s = with_resources(spec(&["sh", "-c", script]), r#"{"cpu": {"shares": 512}}"#);
+    let o = run("cpuw", s, None);
+    assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
+    // runc's shares-to-weight conversion: 1 + (512 - 2) * 9999 / 262142 = 20.
+    assert_eq!(o.stdout.trim(), "20");
+}
+
+#[test]
+fn a_memory_limit_ooms_and_the_oom_is_reported() {
+    if !guest() {
+        return;
+    }
+    let id = "oom";
+    let s = with_resources(
+        spec(&[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ]),
+        r#"{"memory": {"limit": 33554432, "swap": 33554432}}"#,
+    );
+    let mut c = connect();
+    let io = Stdio::new(None, true);
+    let r = call(
+        &mut c,
+        Request::CreateContainer {
+            container_id: id.into(),
+            spec: Box::new(s),
+            rootfs: harness::rootfs(),
+            stdio: io.ports,
+        },
+    );
+    assert!(matches!(r, Ok(Response::Created { .. })), "{r:?}");
+    call(
+        &mut c,
+        Request::StartContainer {
+            container_id: id.into(),
+        },
+    )
+    .unwrap();
+    let r = call(
+        &mut c,
+        Request::WaitProcess {
+            container_id: id.into(),
+            exec_id: None,
+        },
+    )
+    .unwrap();
+    let (out, _) = io.finish();
+    assert!(!out.contains("survived"), "{out:?}");
+    let stats = call(
+        &mut c,
+        Request::Stats {
+            container_id: id.into(),
+        },
+    )
+    .unwrap();
+    match stats {
+        Response::Stats { stats } => {
+            assert!(stats.memory.oom_kills >= 1, "{stats:?} after {r:?}");
+            assert_eq!(stats.memory.limit, Some(33_554_432));
+        }
+        other => panic!("{other:?}"),
+    }
+    call(
+        &mut c,
+        Request::DestroyContainer {
+            container_id: id.into(),
+        },
+    )
+    .unwrap();
+}
