@@ -1,6 +1,6 @@
 # Real-mode (unreal: the test gives DS a 4 GiB limit) script runner for
 # vmm/tests/virtio_mmio_guest.rs, which embeds the assembled bytes. Rebuild with:
-#   as --32 -o x.o script_guest.s && objcopy -O binary -j .text x.o x.bin
+#   as --32 -o x.o script_runner.s && objcopy -O binary -j .text x.o x.bin
 # Runs the ops at 0x40000 (16 bytes each: op, addr, value, mask), appending every
 # observed dword to the log at 0x9000; powers off (ACPI S5) at op 0.
 #   1: dword [addr] = value    2: word [addr] = value    3: log dword [addr]
