@@ -5,170 +5,67 @@
 //! queues: each request fails alone and a good FUSE request is served right after. Ring
 //! garbage makes the device report DEVICE_NEEDS_RESET; after a reset it serves again.
 
-use std::mem::size_of;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::mem::size_of;
+
+use common::{Driver, Rings, F_NEXT, F_WRITE};
 use fuse_backend_rs::abi::fuse_abi::{InHeader, InitIn, Opcode, OutHeader, KERNEL_VERSION};
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
 use vmm::devices::virtio::fs::{Fs, FsConfig};
-use vmm::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY};
-use vmm::devices::virtio::Interrupt;
-use vmm::devices::MmioDevice;
-use vmm::event_loop::EventLoop;
+use vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 use vmm_sys_util::tempdir::TempDir;
 
 const MEM: usize = 0x40_0000;
 const QSIZE: u16 = 16;
-/// Rings of queue q at RINGS + q * 0x4000: descriptors, then avail, then used.
-const RINGS: u64 = 0x1_0000;
+/// Rings of queue q at 0x1_0000 + q * 0x4000: descriptors, then avail, then used.
+const RINGS: Rings = Rings {
+    base: 0x1_0000,
+    stride: 0x4000,
+};
 const REQ: u64 = 0x10_0000;
 const REPLY: u64 = 0x20_0000;
 const REPLY_LEN: u32 = 0x1_0000;
-const STATUS_REG: u64 = 0x70;
-const NEEDS_RESET: u32 = 0x40;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
 /// The request queue (0 is hiprio).
 const REQUEST_Q: u16 = 1;
 
-fn desc_base(q: u16) -> u64 {
-    RINGS + u64::from(q) * 0x4000
-}
-fn avail_base(q: u16) -> u64 {
-    desc_base(q) + 0x1000
-}
-fn used_base(q: u16) -> u64 {
-    desc_base(q) + 0x2000
-}
-
-struct Guest {
-    mem: GuestMemoryMmap,
-    t: MmioTransport,
-    avail_idx: [u16; 2],
+/// The shared directory and the FUSE request counter.
+struct Share {
     unique: u64,
-    _el: EventLoop,
     _dir: TempDir,
 }
 
+type Guest = common::Guest<Share>;
+
 impl Guest {
+    /// Both queues (hiprio and requests) of QSIZE, initialised by [`Driver::init`].
     fn new() -> Guest {
         let dir = TempDir::new_with_prefix("/tmp/runv-fs-hostile-").unwrap();
         std::fs::write(dir.as_path().join("file"), b"data").unwrap();
         let cfg: FsConfig = format!("tag=hostile,path={}", dir.as_path().display())
             .parse()
             .unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-        let el = EventLoop::start().unwrap();
-        let t = MmioTransport::new(
-            "virtio-fs hostile".into(),
+        let d = Driver::new(
+            "virtio-fs hostile",
             Box::new(Fs::new(&cfg).unwrap()),
-            mem.clone(),
-            Arc::new(Interrupt::for_tests().unwrap()),
-            el.handle(),
-        )
-        .unwrap();
+            MEM,
+            RINGS,
+            2,
+            QSIZE,
+        );
         Guest {
-            mem,
-            t,
-            avail_idx: [0; 2],
-            unique: 0,
-            _el: el,
-            _dir: dir,
+            d,
+            res: Share {
+                unique: 0,
+                _dir: dir,
+            },
         }
-    }
-
-    fn wr(&mut self, off: u64, v: u32) {
-        self.t.write(off, &v.to_le_bytes());
-    }
-
-    fn status(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.t.read(STATUS_REG, &mut b);
-        u32::from_le_bytes(b)
-    }
-
-    /// The Linux driver's initialisation: reset, features (VERSION_1), both queues.
-    fn init(&mut self) {
-        for v in [0, 1, 3] {
-            self.wr(STATUS_REG, v);
-        }
-        for (sel, v) in [(0, 0), (1, 1)] {
-            self.wr(0x24, sel);
-            self.wr(0x20, v);
-        }
-        self.wr(STATUS_REG, 11);
-        for q in 0..2u16 {
-            self.wr(0x30, u32::from(q));
-            self.wr(0x38, u32::from(QSIZE));
-            for (reg, addr) in [
-                (0x80, desc_base(q)),
-                (0x90, avail_base(q)),
-                (0xa0, used_base(q)),
-            ] {
-                self.wr(reg, addr as u32);
-                self.wr(reg + 4, 0);
-            }
-            self.wr(0x44, 1);
-            self.mem
-                .write_obj(0u16, GuestAddress(avail_base(q) + 2))
-                .unwrap();
-            self.mem
-                .write_obj(0u16, GuestAddress(used_base(q) + 2))
-                .unwrap();
-        }
-        self.avail_idx = [0; 2];
-        self.wr(STATUS_REG, 15);
-        assert_eq!(self.status(), 15, "device activated");
-    }
-
-    fn desc(&self, q: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = desc_base(q) + 16 * u64::from(i);
-        self.mem.write_obj(addr, GuestAddress(at)).unwrap();
-        self.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-        self.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-        self.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
-    }
-
-    /// Publishes head `head` on queue `q` and notifies it.
-    fn submit(&mut self, q: u16, head: u16) {
-        let idx = &mut self.avail_idx[usize::from(q)];
-        let slot = u64::from(*idx % QSIZE);
-        self.mem
-            .write_obj(head, GuestAddress(avail_base(q) + 4 + 2 * slot))
-            .unwrap();
-        *idx = idx.wrapping_add(1);
-        let idx = *idx;
-        self.mem
-            .write_obj(idx, GuestAddress(avail_base(q) + 2))
-            .unwrap();
-        self.wr(QUEUE_NOTIFY, u32::from(q));
-    }
-
-    fn used_idx(&self, q: u16) -> u16 {
-        self.mem.read_obj(GuestAddress(used_base(q) + 2)).unwrap()
-    }
-
-    /// Waits until queue `q`'s used index reaches `idx` (true) or the device reports it
-    /// needs a reset (false).
-    fn wait(&mut self, q: u16, idx: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.used_idx(q) == idx {
-                return true;
-            }
-            if self.status() & NEEDS_RESET != 0 {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        panic!("the device neither served queue {q} nor reported an error within 5 s");
     }
 
     /// A good FUSE INIT on the request queue; returns the reply's error field.
     fn good_init(&mut self) -> i32 {
-        self.unique += 1;
+        self.res.unique += 1;
         let init = InitIn {
             major: KERNEL_VERSION,
             minor: 31,
@@ -178,7 +75,7 @@ impl Guest {
         let header = InHeader {
             len: (size_of::<InHeader>() + size_of::<InitIn>()) as u32,
             opcode: Opcode::Init as u32,
-            unique: self.unique,
+            unique: self.res.unique,
             ..Default::default()
         };
         let mut req = header.as_slice().to_vec();
@@ -190,7 +87,7 @@ impl Guest {
         self.submit(REQUEST_Q, 0);
         assert!(self.wait(REQUEST_Q, want), "good INIT served");
         let out: OutHeader = self.mem.read_obj(GuestAddress(REPLY)).unwrap();
-        assert_eq!(out.unique, self.unique);
+        assert_eq!(out.unique, self.res.unique);
         out.error
     }
 }
@@ -252,7 +149,7 @@ fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
         vec![(1 << 40, 64, F_INDIRECT, 0)],
         // a garbage FUSE header: the descriptor table itself as the request
         vec![
-            (desc_base(REQUEST_Q), 256, F_NEXT, 1),
+            (g.desc_table(REQUEST_Q), 256, F_NEXT, 1),
             (REPLY, REPLY_LEN, F_WRITE, 0),
         ],
     ];
@@ -285,19 +182,12 @@ fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
             _ => {
                 let far = g.avail_idx[usize::from(REQUEST_Q)].wrapping_add(1000);
                 g.mem
-                    .write_obj(far, GuestAddress(avail_base(REQUEST_Q) + 2))
+                    .write_obj(far, GuestAddress(g.avail(REQUEST_Q) + 2))
                     .unwrap();
                 g.wr(QUEUE_NOTIFY, u32::from(REQUEST_Q));
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while g.status() & NEEDS_RESET == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "{hostile}: no DEVICE_NEEDS_RESET"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        g.wait_needs_reset(&format!("{hostile}: no DEVICE_NEEDS_RESET"));
         g.init();
         assert_eq!(g.good_init(), 0, "served again after a reset ({hostile})");
     }

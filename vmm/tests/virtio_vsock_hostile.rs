@@ -5,155 +5,58 @@
 //! keeps serving, the device at worst reports DEVICE_NEEDS_RESET, and after a reset a
 //! good exchange works again.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY};
+mod common;
+
+use common::{Driver, Rings, F_NEXT, F_WRITE};
+use vm_memory::{Bytes, GuestAddress};
+use vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 use vmm::devices::virtio::vsock::{Op, VsockDevice, HOST_CID, TYPE_STREAM};
-use vmm::devices::virtio::Interrupt;
-use vmm::devices::MmioDevice;
-use vmm::event_loop::EventLoop;
 
 const MEM: usize = 0x10_0000;
 const QSIZE: u16 = 16;
-const RX: u32 = 0;
-const TX: u32 = 1;
-/// Descriptor table, avail and used ring of queue q at RINGS + q * 0x3000.
-const RINGS: u64 = 0x1000;
+const RX: u16 = 0;
+const TX: u16 = 1;
+/// Descriptor table, avail and used ring of queue q at 0x1000 + q * 0x3000.
+const RINGS: Rings = Rings {
+    base: 0x1000,
+    stride: 0x3000,
+};
 const TX_HDR: u64 = 0x1_0000;
 const TX_DATA: u64 = 0x2_0000;
 const RX_HDR: u64 = 0x3_0000;
 const RX_DATA: u64 = 0x4_0000;
 const HDR_LEN: u32 = 44;
-const STATUS_REG: u64 = 0x70;
-const NEEDS_RESET: u32 = 0x40;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
 const CID: u64 = 3;
 
-fn desc_table(q: u32) -> u64 {
-    RINGS + u64::from(q) * 0x3000
-}
-fn avail(q: u32) -> u64 {
-    desc_table(q) + 0x1000
-}
-fn used(q: u32) -> u64 {
-    desc_table(q) + 0x2000
-}
+/// The directory of the host socket, removed at the end.
+struct SockDir(std::path::PathBuf);
 
-struct Guest {
-    mem: GuestMemoryMmap,
-    t: MmioTransport,
-    avail_idx: [u16; 3],
-    _el: EventLoop,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Guest {
+impl Drop for SockDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
+type Guest = common::Guest<SockDir>;
+
 impl Guest {
+    /// Three queues (RX, TX, event) of QSIZE, initialised by [`Driver::init`].
     fn new() -> Guest {
         let dir = std::env::temp_dir().join(format!("runv-vsock-hostile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-        let el = EventLoop::start().unwrap();
-        let t = MmioTransport::new(
-            "virtio-vsock hostile".into(),
+        let d = Driver::new(
+            "virtio-vsock hostile",
             Box::new(VsockDevice::new(CID, &dir.join("v.sock")).unwrap()),
-            mem.clone(),
-            Arc::new(Interrupt::for_tests().unwrap()),
-            el.handle(),
-        )
-        .unwrap();
+            MEM,
+            RINGS,
+            3,
+            QSIZE,
+        );
         Guest {
-            mem,
-            t,
-            avail_idx: [0; 3],
-            _el: el,
-            dir,
+            d,
+            res: SockDir(dir),
         }
-    }
-
-    fn wr(&mut self, off: u64, v: u32) {
-        self.t.write(off, &v.to_le_bytes());
-    }
-
-    fn status(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.t.read(STATUS_REG, &mut b);
-        u32::from_le_bytes(b)
-    }
-
-    /// The Linux driver's initialisation: VERSION_1, three queues of QSIZE.
-    fn init(&mut self) {
-        for v in [0, 1, 3] {
-            self.wr(STATUS_REG, v);
-        }
-        for (sel, v) in [(0, 0), (1, 1)] {
-            self.wr(0x24, sel);
-            self.wr(0x20, v);
-        }
-        self.wr(STATUS_REG, 11);
-        for q in 0..3 {
-            self.wr(0x30, q);
-            self.wr(0x38, u32::from(QSIZE));
-            for (reg, addr) in [(0x80, desc_table(q)), (0x90, avail(q)), (0xa0, used(q))] {
-                self.wr(reg, addr as u32);
-                self.wr(reg + 4, 0);
-            }
-            self.wr(0x44, 1);
-            self.mem
-                .write_obj(0u16, GuestAddress(avail(q) + 2))
-                .unwrap();
-            self.mem.write_obj(0u16, GuestAddress(used(q) + 2)).unwrap();
-        }
-        self.avail_idx = [0; 3];
-        self.wr(STATUS_REG, 15);
-        assert_eq!(self.status(), 15, "device activated");
-    }
-
-    fn desc(&self, q: u32, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = desc_table(q) + 16 * u64::from(i);
-        self.mem.write_obj(addr, GuestAddress(at)).unwrap();
-        self.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-        self.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-        self.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
-    }
-
-    /// Publishes head `head` on queue `q` and notifies it.
-    fn submit(&mut self, q: u32, head: u16) {
-        let i = &mut self.avail_idx[q as usize];
-        let slot = u64::from(*i % QSIZE);
-        self.mem
-            .write_obj(head, GuestAddress(avail(q) + 4 + 2 * slot))
-            .unwrap();
-        *i = i.wrapping_add(1);
-        self.mem.write_obj(*i, GuestAddress(avail(q) + 2)).unwrap();
-        self.wr(QUEUE_NOTIFY, q);
-    }
-
-    fn used_idx(&self, q: u32) -> u16 {
-        self.mem.read_obj(GuestAddress(used(q) + 2)).unwrap()
-    }
-
-    /// Waits until queue `q`'s used index reaches `idx`; false if the device broke.
-    fn wait(&mut self, q: u32, idx: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.used_idx(q) == idx {
-                return true;
-            }
-            if self.status() & NEEDS_RESET != 0 {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        panic!("the device neither served queue {q} nor reported an error within 5 s");
     }
 
     fn tx_header(&self, op: Op, dst_port: u32, len: u32) {
@@ -266,14 +169,10 @@ fn hostile_rings_never_take_vsock_or_the_vmm_down() {
     // device (DEVICE_NEEDS_RESET), not the VMM; a reset brings it back.
     g.submit(TX, 200);
     g.good_exchange();
-    let far = g.avail_idx[TX as usize].wrapping_add(1000);
-    g.mem.write_obj(far, GuestAddress(avail(TX) + 2)).unwrap();
-    g.wr(QUEUE_NOTIFY, TX);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while g.status() & NEEDS_RESET == 0 {
-        assert!(Instant::now() < deadline, "no DEVICE_NEEDS_RESET");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let far = g.avail_idx[usize::from(TX)].wrapping_add(1000);
+    g.mem.write_obj(far, GuestAddress(g.avail(TX) + 2)).unwrap();
+    g.wr(QUEUE_NOTIFY, u32::from(TX));
+    g.wait_needs_reset("no DEVICE_NEEDS_RESET");
     g.init();
     g.good_exchange();
 }
