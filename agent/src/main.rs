@@ -83,7 +83,16 @@ fn init_logging(pid1: bool) {
         // /dev is not mounted yet: mount it just for the console, early mounts follow.
         let _ = pid1::early_mounts();
         if let Some(console) = pid1::console() {
-            builder.with_writer(std::sync::Mutex::new(console)).init();
+            // No lock around the console: libcontainer clones while other threads may be
+            // logging, and a child that inherits a held lock and then logs would hang.
+            // Each event gets its own handle and one write.
+            let writer = move || -> Box<dyn std::io::Write> {
+                match console.try_clone() {
+                    Ok(f) => Box::new(f),
+                    Err(_) => Box::new(std::io::sink()),
+                }
+            };
+            builder.with_writer(writer).init();
             return;
         }
     }

@@ -15,7 +15,7 @@ source "$here/../lib.sh"
 : "${RUNV_AGENT_SUITES:?set RUNV_AGENT_SUITES to the agent suite binaries}"
 VMM=${RUNV_VMM:-runv-vmm}
 VM_TIMEOUT=${VM_TIMEOUT:-600}
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet ${AGENT_CMDLINE_EXTRA:-}"
 work=$(mktemp -d)
 vmm=
 trap '[[ -n $vmm ]] && kill "$vmm" 2>/dev/null; rm -rf "$work"' EXIT
@@ -88,7 +88,7 @@ if [[ -n $ready ]]; then
   for suite in $RUNV_AGENT_SUITES; do
     name=$(basename "$suite")
     RUNV_AGENT_TEST_VSOCK=$uds RUNV_AGENT_TEST_SHARE=$work/share \
-      "$suite" --test-threads=2 >"$work/$name.out" 2>&1
+      "$suite" --test-threads="${SUITE_THREADS:-2}" >"$work/$name.out" 2>&1
     # One test line per Rust test.
     while read -r line; do
       if [[ $line =~ ^test\ (.+)\ \.\.\.\ ok$ ]]; then

@@ -185,7 +185,13 @@ pub fn raw_stream() -> UnixStream {
 }
 
 pub fn call(c: &mut Client<UnixStream>, r: Request) -> Result<Response, ClientError> {
-    c.call_timeout(&r, LIMIT)
+    // A nested guest (kvmbox: TCG, then KVM) is slow: waits get more time.
+    let limit = if matches!(r, Request::WaitProcess { .. }) {
+        LIMIT * 3
+    } else {
+        LIMIT
+    };
+    c.call_timeout(&r, limit)
 }
 
 /// A spec for the busybox rootfs running `args` (runc's defaults otherwise).
