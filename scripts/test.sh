@@ -49,9 +49,22 @@ export RUNV_VIRTIOFS_INITRD
 vsocktest=$(build_helper tests/initramfs/vsocktest.c) || exit 1
 RUNV_VSOCK_INITRD=$(build_initramfs tests/initramfs/vsock-init.sh vsock "$vsocktest:/bin/vsocktest")
 export RUNV_VSOCK_INITRD
+# The agent suite over vsock: the static agent as the guest's /init, and the same Rust
+# test binaries that `cargo test` ran against a host-mode agent.
+agent_bin=$(agent/build.sh) || exit 1
+RUNV_AGENT_INITRD=$(build_initramfs "$agent_bin" agent)
+export RUNV_AGENT_INITRD
+RUNV_AGENT_SUITES=$(cargo test --release -q -p runv-agent --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' | tr '\n' ' ')
+export RUNV_AGENT_SUITES
 phase "kvmbox self-test" tests/kvmbox/selftest.sh
 phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD \
-  --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD -- tests/e2e/run-all.sh
+  --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD --env RUNV_AGENT_INITRD --env RUNV_AGENT_SUITES \
+  -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"

@@ -88,7 +88,7 @@ if [[ -n $ready ]]; then
   for suite in $RUNV_AGENT_SUITES; do
     name=$(basename "$suite")
     RUNV_AGENT_TEST_VSOCK=$uds RUNV_AGENT_TEST_SHARE=$work/share \
-      "$suite" --test-threads="${SUITE_THREADS:-2}" >"$work/$name.out" 2>&1
+      "$suite" --test-threads="${SUITE_THREADS:-1}" >"$work/$name.out" 2>&1
     # One test line per Rust test.
     while read -r line; do
       if [[ $line =~ ^test\ (.+)\ \.\.\.\ ok$ ]]; then

@@ -5,7 +5,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0 failed=0
-for suite in "$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh; do
+for suite in "$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/agent.sh; do
   echo "# suite $(basename "$suite")"
   "$suite" 2>&1 | tee "$log"
   last=$(tail -n 1 "$log")
