@@ -96,7 +96,15 @@ fn init_logging(pid1: bool) {
             return;
         }
     }
-    builder.with_writer(std::io::stderr).init();
+    // Not `std::io::stderr`: its global lock is the same hazard as above.
+    let writer = || -> Box<dyn std::io::Write> {
+        use std::os::fd::AsFd;
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(fd)),
+            Err(_) => Box::new(std::io::sink()),
+        }
+    };
+    builder.with_writer(writer).init();
 }
 
 fn run(pid1: bool) -> Result<()> {
