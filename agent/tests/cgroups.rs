@@ -24,6 +24,7 @@ fn with_resources(mut s: Spec, json: &str) -> Spec {
 
 #[test]
 fn a_pids_limit_stops_forks() {
+    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }
@@ -41,6 +42,7 @@ fn a_pids_limit_stops_forks() {
 
 #[test]
 fn the_cpu_weight_is_set() {
+    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }
@@ -55,6 +57,7 @@ fn the_cpu_weight_is_set() {
 
 #[test]
 fn a_memory_limit_ooms_and_the_oom_is_reported() {
+    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }

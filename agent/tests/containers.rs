@@ -22,6 +22,7 @@ fn sh(script: &str) -> oci_spec::runtime::Spec {
 
 #[test]
 fn exit_codes_are_reported() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     assert_eq!(run("exit0", sh("true"), None).status, ExitStatus::Code(0));
     assert_eq!(run("exit3", sh("exit 3"), None).status, ExitStatus::Code(3));
@@ -29,6 +30,7 @@ fn exit_codes_are_reported() {
 
 #[test]
 fn stdout_and_stderr_are_separate() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let o = run("sep", sh("echo out; echo err >&2; echo out2"), None);
     assert_eq!(o.status, ExitStatus::Code(0));
@@ -38,6 +40,7 @@ fn stdout_and_stderr_are_separate() {
 
 #[test]
 fn stdin_is_read_to_eof() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let o = run("stdin", spec(&["cat"]), Some(b"hello\nworld\n"));
     assert_eq!(o.status, ExitStatus::Code(0));
@@ -46,6 +49,7 @@ fn stdin_is_read_to_eof() {
 
 #[test]
 fn reopening_dev_stdout_works() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let o = run(
         "reopen",
@@ -64,6 +68,7 @@ fn reopening_dev_stdout_works() {
 
 #[test]
 fn a_terminal_process_gets_a_pty() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut s = sh("tty; [ -t 0 ] && [ -t 1 ] && echo both-tty; read line; echo got:$line");
     let p = s.process().clone().map(|mut p| {
@@ -80,6 +85,7 @@ fn a_terminal_process_gets_a_pty() {
 
 #[test]
 fn env_cwd_user_and_hostname_apply() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut s = sh("echo $FOO $(pwd) $(id -u):$(id -g):$(id -G) $(hostname)");
     let p = s.process().clone().map(|mut p| {
@@ -104,6 +110,7 @@ fn env_cwd_user_and_hostname_apply() {
 
 #[test]
 fn a_read_only_rootfs_refuses_writes() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut s = sh("touch /newfile");
     let root = s.root().clone().map(|mut r| {
@@ -118,6 +125,7 @@ fn a_read_only_rootfs_refuses_writes() {
 
 #[test]
 fn without_cap_net_raw_a_raw_socket_is_refused() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     // runc's default capability set has no CAP_NET_RAW.
     let o = run("noraw", sh("ping -c 1 -W 1 127.0.0.1"), None);
@@ -147,6 +155,7 @@ const DENY_MKDIR: &str = r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures":
 
 #[test]
 fn a_seccomp_profile_denies_a_syscall() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let o = run(
         "seccomp",
@@ -163,6 +172,7 @@ fn a_seccomp_profile_denies_a_syscall() {
 
 #[test]
 fn unknown_seccomp_syscall_names_are_skipped() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let profile = r#"{"defaultAction": "SCMP_ACT_ALLOW",
       "syscalls": [{"names": ["no_such_syscall_xyz", "mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#;
@@ -181,6 +191,7 @@ fn unknown_seccomp_syscall_names_are_skipped() {
 
 #[test]
 fn signals_reach_the_process() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut c = connect();
     let stdio = Stdio::new(None, true);
@@ -266,6 +277,7 @@ fn signals_reach_the_process() {
 
 #[test]
 fn exec_joins_a_running_container() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut c = connect();
     let id = "execs";
@@ -377,6 +389,7 @@ fn exec_joins_a_running_container() {
 
 #[test]
 fn exit_is_reported_a_second_after_a_descendant_keeps_stdout() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     // The background sleep keeps stdout open; without a PID namespace it survives
     // the shell, so the agent reports the exit after its grace period.
@@ -449,6 +462,7 @@ fn expect_field(e: agent_protocol::ErrorResponse, field: &str, value: &str) {
 
 #[test]
 fn bad_specs_are_refused_naming_the_field_and_the_agent_keeps_serving() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     expect_field(create_error("bad1", spec(&[])), "process.args", "empty");
     expect_field(
@@ -508,6 +522,7 @@ fn raw_create(edit: impl FnOnce(&mut serde_json::Value)) -> agent_protocol::Erro
 
 #[test]
 fn unknown_namespace_and_seccomp_values_are_refused_naming_them() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let e = raw_create(|s| s["linux"]["namespaces"] = serde_json::json!([{"type": "bogusns"}]));
     expect_field(e, "spec.linux.namespaces[0].type", "bogusns");
@@ -534,6 +549,7 @@ fn unknown_namespace_and_seccomp_values_are_refused_naming_them() {
 
 #[test]
 fn unknown_containers_are_not_found() {
+    let _serial = harness::one_at_a_time();
     need_env!();
     let mut c = connect();
     match call(
