@@ -13,7 +13,7 @@ echo "building the guest kernel (cached after the first run)..." >&2
 RUNV_GUEST_KERNEL=$(guest-kernel/build.sh | tail -n 1)
 export RUNV_GUEST_KERNEL
 initrd=$(build_initramfs tests/initramfs/greeting-init.sh greeting)
-vmm=(runv-vmm --kernel "$RUNV_GUEST_KERNEL" --initrd "$initrd" --cpus 2 --memory 256)
+vmm=(runv-vmm --kernel "$RUNV_GUEST_KERNEL" --initrd "$initrd" --cpus 1 --memory 256)
 if host_runs_stock_guests; then
   PATH=$CARGO_TARGET_DIR/release:$PATH exec "${vmm[@]}"
 fi
