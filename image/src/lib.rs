@@ -1,0 +1,9 @@
+//! Container images for hyperctl: reading images from OCI layouts, OCI tarballs and
+//! `docker save` archives into a content-addressed store, unpacking their layers safely,
+//! and preparing OCI bundles from them. See docs/images.md.
+
+pub mod compress;
+pub mod digest;
+pub mod unpack;
+
+pub use digest::Digest;
