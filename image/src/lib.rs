@@ -4,6 +4,16 @@
 
 pub mod compress;
 pub mod digest;
+pub mod import;
 pub mod unpack;
 
 pub use digest::Digest;
+pub mod reference;
+pub mod store;
+
+pub use store::{Image, ImageRecord, Store, StoreError};
+
+#[cfg(test)]
+mod import_tests;
+#[cfg(test)]
+pub(crate) mod testutil;

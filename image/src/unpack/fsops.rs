@@ -103,3 +103,28 @@ pub(crate) fn set_meta(
     }
     filetime::set_symlink_file_times(path, meta.mtime, meta.mtime)
 }
+
+/// Removes a tree, first giving its directories owner write and search permission if a
+/// plain removal fails (an unprivileged caller cannot empty a 0555 directory an image
+/// shipped). A missing path is not an error.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    fn open_up(p: &Path) -> io::Result<()> {
+        let m = std::fs::symlink_metadata(p)?;
+        if m.is_dir() {
+            let mode = m.permissions().mode() | 0o700;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            for e in std::fs::read_dir(p)? {
+                open_up(&e?.path())?;
+            }
+        }
+        Ok(())
+    }
+    open_up(path)?;
+    std::fs::remove_dir_all(path)
+}

@@ -7,7 +7,7 @@
 
 mod apply;
 mod extract;
-mod fsops;
+pub(crate) mod fsops;
 pub mod resolve;
 
 use std::io;
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 pub use apply::apply_layer;
 pub use extract::extract_layer;
+pub use fsops::remove_tree;
 pub use resolve::PathError;
 
 #[cfg(test)]
