@@ -2,6 +2,7 @@
 //! `docker save` archives into a content-addressed store, unpacking their layers safely,
 //! and preparing OCI bundles from them. See docs/images.md.
 
+pub mod bundle;
 pub mod compress;
 pub mod digest;
 pub mod import;
@@ -9,10 +10,16 @@ pub mod unpack;
 
 pub use digest::Digest;
 pub mod reference;
+pub mod spec;
 pub mod store;
+pub mod user;
 
+pub use bundle::{prepare_bundle, BindMount, BundleError, Overrides};
+pub use import::{import_path, ImportError, ImportOptions, Imported};
 pub use store::{Image, ImageRecord, Store, StoreError};
 
+#[cfg(test)]
+mod bundle_tests;
 #[cfg(test)]
 mod import_tests;
 #[cfg(test)]
