@@ -60,7 +60,8 @@ if [[ -z $suite ]]; then
 fi
 mapfile -t files < <(cd "$suite" && find validation -mindepth 2 -maxdepth 2 -name '*.t' | sort)
 if [[ -n $only ]]; then
-  wanted=() IFS=, read -ra names <<<"$only"
+  wanted=()
+  IFS=, read -ra names <<<"$only"
   for n in "${names[@]}"; do
     n=${n%.t}
     [[ -x $suite/validation/$n/$n.t ]] || { echo "run.sh: no test file $n.t in $suite/validation" >&2; exit 2; }
@@ -172,7 +173,7 @@ for i in "${!labels[@]}"; do
     if [[ $v == fail && $i -gt 0 && ${verdict[$ref/$name]} == pass ]]; then
       first=$r
       run_file "$f"
-      r="$r (2nd try; 1st: $first)"
+      if [[ $r == "$first" ]]; then r="$r (twice)"; else r="$r (2nd try; 1st: $first)"; fi
     fi
     [[ $v == pass ]] && npass=$((npass + 1))
     verdict[$label/$name]=$v why[$label/$name]=$r secs[$label/$name]=$dt
