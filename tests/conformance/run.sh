@@ -22,7 +22,8 @@
 # from there) with TMPDIR in the run's scratch dir (its bundles go there). Its TAP output
 # is filtered to the "ok"/"not ok"/plan lines (the suite prints YAML diagnostics and raw
 # text in between); a file passes when it exits 0, its plan is complete and nothing is
-# "not ok". The suite itself comes from tests/conformance/build.sh (cached).
+# "not ok", nor (for the files that report only through diagnostics) an "error" under a
+# "1..0" plan. The suite itself comes from tests/conformance/build.sh (cached).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
   --timeout) limit=${2:?--timeout needs seconds}; shift ;;
   --only) only=${2:?--only needs names}; shift ;;
   --keep-logs) keep=${2:?--keep-logs needs a directory}; shift ;;
-  -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   *) runtimes+=("$1") ;;
   esac
@@ -130,8 +131,13 @@ run_file() {
     v=fail r="ran $ran of $planned planned"
   elif [[ $rc -ne 0 ]]; then
     v=fail r="all $planned ok but exit $rc"
+  elif [[ $planned -eq 0 ]] && grep -qE '^ +"error": ' "$out"; then
+    # The lifecycle files (hooks, prestart, poststart...) report a failure only as an
+    # "error" diagnostic under a "1..0" plan, which prove would count as skipped.
+    v=fail r="no tests, error: $(grep -m1 -E '^ +"error": ' "$out" | sed -E 's/^ +"error": "//; s/\\n.*//; s/"$//' | cut -c1-100)"
   else
     v=pass r="$planned ok"
+    [[ $planned -gt 0 ]] || r="no tests, no error reported"
   fi
   left=$("$wrapper" list -q 2>/dev/null)
   if [[ -n $left ]]; then
@@ -241,7 +247,9 @@ if [[ -n $doc ]]; then
     echo "Written by \`tests/conformance/run.sh --write-doc\` on $started"
     echo "($(if [[ ${KVMBOX:-} == 1 ]]; then echo "inside tests/kvmbox, "; fi)kernel $(uname -r), cgroup $(if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then echo v2; else echo v1; fi))."
     echo "Suite: opencontainers/runtime-tools 260e151 (\`validation/*.t\`, built by tests/conformance/build.sh);"
-    echo "a file passes when it exits 0, its TAP plan is complete and no test is \`not ok\`;"
+    echo "a file passes when it exits 0, its TAP plan is complete and no test is \`not ok\`; the lifecycle"
+    echo "files (hooks, prestart, poststart, ...) report failures only as an \`error\` diagnostic under"
+    echo "a \`1..0\` plan, which \`prove\` counts as skipped: here such a file fails;"
     echo "each file has a ${limit} s limit. All runtimes ran in the same run, one after the other."
     echo
     for i in "${!labels[@]}"; do
