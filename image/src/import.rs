@@ -521,19 +521,60 @@ fn import_tarball(
             members.insert(rel, Member::Stored(d));
         }
     }
-    if let Some(m) = small.get(Path::new("manifest.json")) {
-        return import_docker(txn, path, m, &members, opts);
-    }
-    match (
+    let docker = small.get(Path::new("manifest.json"));
+    let index = match (
         small.get(Path::new("index.json")),
         small.contains_key(Path::new("oci-layout")),
     ) {
-        (Some(idx), true) => {
-            let index: ImageIndex = parse_json(path, "index.json", idx)?;
-            import_index(txn, path, &index, &Blobs::InStore, opts)
+        (Some(idx), true) => Some(parse_json::<ImageIndex>(path, "index.json", idx)?),
+        _ => None,
+    };
+    match (index, docker) {
+        // docker 25+ writes both: the OCI index keeps the image's own manifest digest, and
+        // manifest.json adds the RepoTags of the image with the same config.
+        (Some(index), docker) if !index.manifests().is_empty() => {
+            let mut imported = import_index(txn, path, &index, &Blobs::InStore, opts)?;
+            if let Some(m) = docker {
+                let entries: Vec<DockerManifest> = parse_json(path, "manifest.json", m)?;
+                for e in &entries {
+                    if member_digest(path, &members, &e.config).ok().as_ref()
+                        != Some(&imported.record.config)
+                    {
+                        continue;
+                    }
+                    for t in docker_tags(e) {
+                        if !imported.names.contains(&t) {
+                            txn.store.tag(&t, &imported.record)?;
+                            imported.names.push(t);
+                        }
+                    }
+                }
+                drop_digest_name(txn, &mut imported)?;
+            }
+            Ok(imported)
         }
+        (_, Some(m)) => import_docker(txn, path, m, &members, opts),
         _ => Err(ImportError::NotAnImage(path.to_path_buf())),
     }
+}
+
+/// An image first stored under its digest (unnamed in the index) loses that key once it
+/// has names.
+fn drop_digest_name(txn: &mut Txn<'_>, imported: &mut Imported) -> Result<(), ImportError> {
+    let key = imported.record.manifest.to_string();
+    if imported.names.len() > 1 && imported.names[0] == key {
+        txn.store.untag(&key)?;
+        imported.names.remove(0);
+    }
+    Ok(())
+}
+
+fn docker_tags(e: &DockerManifest) -> Vec<String> {
+    e.repo_tags
+        .iter()
+        .flatten()
+        .filter_map(|t| reference::normalize(t).ok())
+        .collect()
 }
 
 /// One image of a docker-archive `manifest.json`.
@@ -578,13 +619,7 @@ fn import_docker(
     opts: &ImportOptions,
 ) -> Result<Imported, ImportError> {
     let entries: Vec<DockerManifest> = parse_json(src, "manifest.json", manifest_json)?;
-    let tags = |e: &DockerManifest| -> Vec<String> {
-        e.repo_tags
-            .iter()
-            .flatten()
-            .filter_map(|t| reference::normalize(t).ok())
-            .collect()
-    };
+    let tags = docker_tags;
     let wanted = opts.name.as_deref().map(reference::normalize).transpose()?;
     let entry = match (&wanted, entries.len()) {
         (_, 0) => {

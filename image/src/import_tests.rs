@@ -265,6 +265,16 @@ fn docker_archive_new_layout_and_name_choice() {
         ]
     );
     check_rootfs(&s, "localhost:5000/bb:v2", &t.path().join("rootfs"));
+    // The image's own manifest from the OCI index, not a synthesised one.
+    assert_eq!(imported.record.manifest, Digest::of(&img.manifest()));
+    // Without a name, the RepoTags name it and no digest key is left behind.
+    let s2 = Store::open(t.path().join("state2")).unwrap();
+    let imported = import_path(&s2, &path, &opts(None)).unwrap();
+    assert_eq!(imported.names, vec!["localhost:5000/bb:v2".to_string()]);
+    assert_eq!(
+        s2.images().unwrap().keys().collect::<Vec<_>>(),
+        vec!["localhost:5000/bb:v2"]
+    );
 }
 
 #[test]

@@ -180,7 +180,14 @@ impl TestImage {
         let manifest = json!([{"Config": format!("blobs/sha256/{}", cd.hex()), "RepoTags": tags, "Layers": layer_paths}]);
         tb.file("manifest.json", &serde_json::to_vec(&manifest).unwrap());
         tb.file("oci-layout", br#"{"imageLayoutVersion": "1.0.0"}"#);
-        tb.file("index.json", br#"{"schemaVersion": 2, "manifests": []}"#);
+        let manifest = self.manifest();
+        let md = Digest::of(&manifest);
+        tb.file(&format!("blobs/sha256/{}", md.hex()), &manifest);
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v2"},
+        }]});
+        tb.file("index.json", &serde_json::to_vec(&index).unwrap());
         tb.finish()
     }
 }
