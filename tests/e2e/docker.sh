@@ -158,7 +158,7 @@ d stop -t 20 runv-detached >/dev/null 2>"$work/stop1.err"
 rc=$? dt=$((SECONDS - t0))
 code=$(d inspect -f '{{.State.ExitCode}}' runv-detached 2>/dev/null)
 logs=$(d logs runv-detached 2>&1)
-if [[ $rc -eq 0 && $code == 7 && $logs == *got-term* && $dt -lt 15 ]]; then
+if [[ $rc -eq 0 && $code == 7 && $logs == *got-term* && $dt -lt 20 ]]; then
   ok "docker stop: SIGTERM reaches the container's trap (exit 7, ${dt} s)"
 else
   not_ok "docker stop: SIGTERM reaches the trap (stop exit $rc, container exit '$code', ${dt} s, logs: $logs)"
