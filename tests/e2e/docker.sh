@@ -4,7 +4,8 @@
 # under test added as "runv". Generic over the runtime binary, so it is proven with runc.
 #
 # Usage: tests/e2e/docker.sh [RUNTIME]   (default: `command -v runv`)
-# Environment: DOCKER_CASE_TIMEOUT (s, default 240) limits every docker command.
+# Environment: DOCKER_CASE_TIMEOUT (s, default 240) limits every docker command;
+# RUNV_LEAK_PROCS (default "runv-vmm runv-shim") names helper processes that must be gone.
 #
 # The script starts its own dockerd with data root, exec root, pidfile and socket in a
 # temporary directory, and every host-network knob off (--bridge=none --iptables=false
@@ -37,6 +38,15 @@ net_config() {
   ip -6 route
   cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding
 }
+
+# Helper processes of the runtime under test that must not outlive the run (runv's VMM and
+# shims); compared before and after, so other users' processes on the host do not count.
+leak_procs=${RUNV_LEAK_PROCS:-runv-vmm runv-shim}
+helper_pids() {
+  local n
+  for n in $leak_procs; do pgrep -x "$n"; done | sort -n
+}
+helpers_before=$(helper_pids)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/runv-docker.XXXXXX")
 net_before=$work/net.before
@@ -241,6 +251,8 @@ if [[ -z ${procs// /} ]]; then ok "dockerd stopped; no process of this run left"
   not_ok "processes left after dockerd stopped: $procs"
   for p in $procs; do echo "#   $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-150)"; done
 fi
+new=$(comm -13 <(echo "$helpers_before") <(helper_pids) | tr '\n' ' ')
+check "no $leak_procs process left (found: ${new:-none})" test -z "${new// /}"
 mounts=$(mounts_under "$work" | tr '\n' ' ')
 check "no mounts left under $work (found: ${mounts:-none})" test -z "${mounts// /}"
 net_config >"$work/net.after"
