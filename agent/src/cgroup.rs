@@ -111,9 +111,8 @@ pub fn update(dir: &Path, r: &LinuxResources) -> Result<(), ErrorResponse> {
         write(dir, "pids.max", limit(p.limit()), "resources.pids.limit")?;
     }
     if let Some(c) = r.cpu() {
-        if let Some(shares) = c.shares() {
-            // runc's conversion of cgroup v1 shares (2..262144) to cpu.weight (1..10000).
-            let w = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+        if let Some(shares) = c.shares().filter(|&s| s > 0) {
+            let w = shares_to_weight(shares);
             write(dir, "cpu.weight", w.to_string(), "resources.cpu.shares")?;
         }
         if c.quota().is_some() || c.period().is_some() {
@@ -125,9 +124,33 @@ pub fn update(dir: &Path, r: &LinuxResources) -> Result<(), ErrorResponse> {
     Ok(())
 }
 
+/// cgroup v1 shares (2..262144) to cgroup v2 cpu.weight (1..10000) on the log scale of
+/// runc 1.3 and libcontainer (which applies it at create): 2 -> 1, 1024 -> 100,
+/// 262144 -> 10000. An update must give the weight a create with the same shares gives.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_map_to_the_weights_create_gives() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1_000_000), 10_000);
+    }
 
     #[test]
     fn reads_keyed_files_and_numbers() {

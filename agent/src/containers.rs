@@ -6,19 +6,20 @@
 //! *reported* (to `wait_process`, `state`) once the output is drained.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agent_protocol::{
     ContainerInfo, ContainerStatus, ErrorCode, ErrorResponse, ExitStatus, Response, ShareLocation,
     StdioPorts,
 };
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::signal::Signal;
-use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Process, Spec};
 
+use crate::builder::{self, BuildError, Builder, Kind};
 use crate::reaper::{lock, Once, Reaper};
 use crate::stdio::{self, Relay, DRAIN_GRACE};
 use crate::transport::StdioConnector;
@@ -82,7 +83,7 @@ struct Entry {
 pub struct Manager {
     paths: Paths,
     connector: StdioConnector,
-    reaper: Arc<Reaper>,
+    builder: Builder,
     containers: Mutex<HashMap<String, Entry>>,
     seq: std::sync::atomic::AtomicU64,
 }
@@ -120,7 +121,7 @@ impl Manager {
         Ok(Manager {
             paths,
             connector,
-            reaper,
+            builder: Builder::new(reaper),
             containers: Mutex::new(HashMap::new()),
             seq: Default::default(),
         })
@@ -184,46 +185,29 @@ impl Manager {
         spec.save(bundle.join("config.json"))
             .map_err(|e| internal("writing config.json", e))?;
 
-        let (child, relay) = stdio::prepare(&self.connector, ports, terminal, &self.console_path())
-            .map_err(|e| {
-                ErrorResponse::field(ErrorCode::InvalidArgument, "stdio", e.to_string())
-            })?;
-        let console = child.console;
-        let built = {
-            let _build = self.reaper.build_lock();
-            let result = ContainerBuilder::new(id.to_string(), SyscallType::default())
-                .with_root_path(self.lc_root())
-                .map_err(|e| internal("libcontainer root", e))?
-                .with_stdin(child.stdin)
-                .with_stdout(child.stdout)
-                .with_stderr(child.stderr)
-                .with_console_socket(console.as_ref().map(|c| c.path.clone()))
-                .as_init(&bundle)
-                .with_systemd(false)
-                .with_detach(true)
-                .build();
-            result.map(|c| {
-                let pid = c.pid().map(|p| p.as_raw()).unwrap_or(0);
-                let exit = self.reaper.watch(pid);
-                (c, pid, exit)
-            })
-        };
-        let (container, pid, exit) = match built {
+        let built = self
+            .spawn(
+                id,
+                Kind::Init {
+                    bundle: bundle.clone(),
+                },
+                terminal,
+                ports,
+            )
+            .and_then(|(pid, exit, relay)| {
+                Container::load(self.lc_root().join(id))
+                    .map(|c| (c, pid, exit, relay))
+                    .map_err(|e| internal("loading the container's state", e))
+            });
+        let (container, pid, exit, relay) = match built {
             Ok(b) => b,
-            Err(e) => {
+            Err(mut e) => {
                 let _ = std::fs::remove_dir_all(&bundle);
                 let _ = std::fs::remove_dir_all(self.lc_root().join(id));
-                return Err(err(
-                    ErrorCode::InvalidArgument,
-                    format!("creating container {id:?}: {e}"),
-                ));
+                e.message = format!("creating container {id:?}: {}", e.message);
+                return Err(e);
             }
         };
-        if let Some(console) = console {
-            console
-                .finish(&relay)
-                .map_err(|e| internal("terminal", e))?;
-        }
         tracing::info!(id, pid, "container created");
         let init = Arc::new(Proc::new(pid, relay, exit));
         lock(&self.containers).insert(
@@ -237,6 +221,40 @@ impl Manager {
             },
         );
         Ok(Response::Created { pid: pid as u32 })
+    }
+
+    /// Connects a process's stdio and has the builder process create it (builder.rs).
+    fn spawn(
+        &self,
+        id: &str,
+        kind: Kind,
+        terminal: bool,
+        ports: &StdioPorts,
+    ) -> Result<(i32, Arc<Once<ExitStatus>>, Relay)> {
+        let (child, relay) = stdio::prepare(&self.connector, ports, terminal, &self.console_path())
+            .map_err(|e| {
+                ErrorResponse::field(ErrorCode::InvalidArgument, "stdio", e.to_string())
+            })?;
+        let console = child.console;
+        let fds = builder::Stdio {
+            stdin: child.stdin,
+            stdout: child.stdout,
+            stderr: child.stderr,
+        };
+        let console_path = console.as_ref().map(|c| c.path.clone());
+        let (pid, exit) = self
+            .builder
+            .build(id, self.lc_root(), console_path, kind, fds)
+            .map_err(|e| match e {
+                BuildError::Refused(m) => err(ErrorCode::InvalidArgument, m),
+                other => err(ErrorCode::Internal, other.to_string()),
+            })?;
+        if let Some(console) = console {
+            console
+                .finish(&relay)
+                .map_err(|e| internal("terminal", e))?;
+        }
+        Ok((pid, exit, relay))
     }
 
     fn with_entry<T>(&self, id: &str, f: impl FnOnce(&mut Entry) -> Result<T>) -> Result<T> {
@@ -304,38 +322,19 @@ impl Manager {
         let json = serde_json::to_vec(process).map_err(|x| internal("encoding the process", x))?;
         std::fs::write(&process_file, json).map_err(|x| internal("writing the process", x))?;
         let terminal = process.terminal().unwrap_or(false);
-        let (child, relay) = stdio::prepare(&self.connector, ports, terminal, &self.console_path())
-            .map_err(|e| {
-                ErrorResponse::field(ErrorCode::InvalidArgument, "stdio", e.to_string())
-            })?;
-        let console = child.console;
-        let built = {
-            let _build = self.reaper.build_lock();
-            let result = ContainerBuilder::new(id.to_string(), SyscallType::default())
-                .with_root_path(self.lc_root())
-                .map_err(|e| internal("libcontainer root", e))?
-                .with_stdin(child.stdin)
-                .with_stdout(child.stdout)
-                .with_stderr(child.stderr)
-                .with_console_socket(console.as_ref().map(|c| c.path.clone()))
-                .as_tenant()
-                .with_detach(true)
-                .with_process(Some(&process_file))
-                .build();
-            result.map(|pid| (pid.as_raw(), self.reaper.watch(pid.as_raw())))
-        };
+        let built = self.spawn(
+            id,
+            Kind::Tenant {
+                process_file: process_file.clone(),
+            },
+            terminal,
+            ports,
+        );
         let _ = std::fs::remove_file(&process_file);
-        let (pid, exit) = built.map_err(|e| {
-            err(
-                ErrorCode::InvalidArgument,
-                format!("exec {exec_id:?} in {id:?}: {e}"),
-            )
+        let (pid, exit, relay) = built.map_err(|mut e| {
+            e.message = format!("exec {exec_id:?} in {id:?}: {}", e.message);
+            e
         })?;
-        if let Some(console) = console {
-            console
-                .finish(&relay)
-                .map_err(|e| internal("terminal", e))?;
-        }
         let proc = Arc::new(Proc::new(pid, relay, exit));
         self.with_entry(id, |e| {
             e.execs.insert(exec_id.to_string(), proc);
@@ -403,9 +402,29 @@ impl Manager {
         Ok(Response::Ok)
     }
 
-    /// Blocks until the process's exit is reported. Holds no lock while waiting.
-    pub fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<Response> {
+    /// Blocks until the process's exit is reported. Holds no lock while waiting. With a
+    /// `lifeline` (the waiting connection's fd), the process is SIGKILLed when the
+    /// connection hangs up first: a host shim that dies takes its process along.
+    pub fn wait(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        lifeline: Option<RawFd>,
+    ) -> Result<Response> {
         let p = self.proc(id, exec_id)?;
+        if let Some(fd) = lifeline {
+            loop {
+                if let Some(status) = p.reported.wait_timeout(LIFELINE_POLL) {
+                    return Ok(Response::Exited { status });
+                }
+                if hung_up(fd) {
+                    tracing::info!(id, pid = p.pid, "the waiting connection closed; killing");
+                    // SAFETY: kill has no memory effects; see `signal`.
+                    unsafe { libc::kill(p.pid, libc::SIGKILL) };
+                    break;
+                }
+            }
+        }
         Ok(Response::Exited {
             status: p.reported.wait(),
         })
@@ -549,6 +568,22 @@ impl Manager {
             let _ = self.destroy(&id);
         }
     }
+}
+
+/// How often a `kill_on_close` wait looks at its connection.
+const LIFELINE_POLL: Duration = Duration::from_millis(100);
+
+/// Whether the peer of a connected socket hung up (or the socket failed).
+fn hung_up(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes only the one pollfd we pass; a zero timeout
+    // returns at once.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// The bundle's spec path, for the cgroup module.

@@ -5,6 +5,7 @@
 //! `runv-agent --listen unix:PATH --state-dir DIR` serves the same protocol on a Unix
 //! socket, which is how its container logic is tested without a VM. docs/agent.md.
 
+mod builder;
 mod cgroup;
 mod containers;
 mod pid1;
@@ -13,6 +14,7 @@ mod stdio;
 mod transport;
 mod validate;
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -52,6 +54,10 @@ struct Agent {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(builder::BUILDER_ARG) {
+        init_logging(false);
+        builder::serve();
+    }
     let pid1 = std::process::id() == 1;
     // Before anything else mounts: the mounts must be made on the new root.
     let reroot = if pid1 {
@@ -132,6 +138,17 @@ fn run(pid1: bool) -> Result<()> {
         (ListenAddr::Unix(path), None) => StdioConnector::Unix(path.clone()),
         (ListenAddr::Vsock(_), None) => StdioConnector::Vsock,
     };
+    if !pid1 {
+        // Container processes are built by a helper process and then orphaned: they
+        // must come to this process (as they come to PID 1 in the guest).
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER reads only its integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+            anyhow::bail!(
+                "prctl(PR_SET_CHILD_SUBREAPER): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
     let reaper = reaper::Reaper::start();
     let paths = Paths {
         state: args.state_dir.clone(),
@@ -168,6 +185,7 @@ fn run(pid1: bool) -> Result<()> {
 /// One control connection: requests are answered in order. `wait_process` blocks its
 /// connection, so shims wait on a connection of their own (docs/agent-protocol.md).
 fn serve(agent: &Agent, stream: Stream) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let mut server = match Server::accept(stream, SUPPORTED_VERSIONS, SOFTWARE) {
         Ok(s) => s,
         Err(e) => {
@@ -186,7 +204,7 @@ fn serve(agent: &Agent, stream: Stream) {
         };
         let kind = frame.request.kind();
         let shutdown = matches!(frame.request, Request::Shutdown);
-        let response = handle(agent, frame.request).unwrap_or_else(|e| {
+        let response = handle(agent, frame.request, fd).unwrap_or_else(|e| {
             tracing::info!(kind, "refused: {}", e.message);
             Response::Error(e)
         });
@@ -205,7 +223,8 @@ fn serve(agent: &Agent, stream: Stream) {
     }
 }
 
-fn handle(agent: &Agent, request: Request) -> Result<Response, ErrorResponse> {
+/// `conn` is the connection's fd, the lifeline of a `kill_on_close` wait.
+fn handle(agent: &Agent, request: Request, conn: RawFd) -> Result<Response, ErrorResponse> {
     let m = &agent.manager;
     match request {
         Request::Ping | Request::Shutdown => Ok(Response::Ok),
@@ -237,7 +256,12 @@ fn handle(agent: &Agent, request: Request) -> Result<Response, ErrorResponse> {
         Request::WaitProcess {
             container_id,
             exec_id,
-        } => m.wait(&container_id, exec_id.as_deref()),
+            kill_on_close,
+        } => m.wait(
+            &container_id,
+            exec_id.as_deref(),
+            kill_on_close.then_some(conn),
+        ),
         Request::State { container_id } => m.state(&container_id),
         Request::ListProcesses { container_id } => m.list(&container_id),
         Request::ResizeTty {

@@ -1,10 +1,10 @@
 //! The one place that calls `waitpid`. As PID 1 the agent must reap every orphan; as
 //! any parent it must learn how its container processes ended.
 //!
-//! libcontainer clones a container's init with `CLONE_PARENT` and no exit signal, so no
-//! SIGCHLD arrives for it: the reaper polls `waitpid(-1, WNOHANG | __WALL)` every few
-//! milliseconds. libcontainer waits for its own intermediate process while it builds a
-//! container, so builds hold [`Reaper::build_lock`] and the reaper does not poll then.
+//! Container processes come to the agent by reparenting (they are built in a helper
+//! process, see builder.rs), and libcontainer clones them with no exit signal, so the
+//! reaper polls `waitpid(-1, WNOHANG | __WALL)` every few milliseconds rather than
+//! waiting for SIGCHLD.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,6 +43,16 @@ impl<T: Copy> Once<T> {
         *lock(&self.value)
     }
 
+    /// The value, if it is set within `limit`.
+    pub fn wait_timeout(&self, limit: Duration) -> Option<T> {
+        let g = lock(&self.value);
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, limit, |v| v.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+
     pub fn wait(&self) -> T {
         let mut g = lock(&self.value);
         loop {
@@ -70,7 +80,6 @@ struct Table {
 #[derive(Default)]
 pub struct Reaper {
     table: Mutex<Table>,
-    build: Mutex<()>,
 }
 
 impl Reaper {
@@ -88,13 +97,19 @@ impl Reaper {
         reaper
     }
 
-    /// Held while libcontainer forks and waits for its helper processes.
-    pub fn build_lock(&self) -> MutexGuard<'_, ()> {
-        lock(&self.build)
+    /// The exit of `pid`, a process that is not (yet) the agent's child: whatever exit
+    /// the table remembers for that PID belongs to an earlier process that had it.
+    pub fn watch_new(&self, pid: i32) -> Arc<Once<ExitStatus>> {
+        let mut t = lock(&self.table);
+        t.unclaimed.remove(&pid);
+        let cell = Arc::new(Once::default());
+        t.watched.insert(pid, cell.clone());
+        cell
     }
 
-    /// The exit of `pid`, set once it has been reaped. Call with the build lock held
-    /// (or before the process can exit) so an early exit is not lost.
+    /// The exit of `pid`, a child of the agent, set once it has been reaped (also when
+    /// it was reaped before this call).
+    #[cfg(test)]
     pub fn watch(&self, pid: i32) -> Arc<Once<ExitStatus>> {
         let mut t = lock(&self.table);
         let cell = t.watched.entry(pid).or_default().clone();
@@ -105,7 +120,6 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
-        let _build = lock(&self.build);
         loop {
             let mut raw = 0;
             // SAFETY: waitpid writes only to `raw`, a valid local.
@@ -142,16 +156,15 @@ mod tests {
     #[test]
     fn reaps_a_child_and_reports_its_code() {
         let reaper = Reaper::start();
-        let guard = reaper.build_lock();
         #[allow(clippy::zombie_processes)]
         let child = std::process::Command::new("sh")
             .args(["-c", "exit 7"])
             .spawn()
             .expect("spawn sh");
+        // Even if the reaper got to it first, the exit is kept for this call.
         let cell = reaper.watch(child.id() as i32);
         // The reaper, not `Child::wait`, collects it.
         std::mem::forget(child);
-        drop(guard);
         assert_eq!(cell.wait(), ExitStatus::Code(7));
     }
 

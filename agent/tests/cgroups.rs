@@ -24,7 +24,6 @@ fn with_resources(mut s: Spec, json: &str) -> Spec {
 
 #[test]
 fn a_pids_limit_stops_forks() {
-    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }
@@ -42,7 +41,6 @@ fn a_pids_limit_stops_forks() {
 
 #[test]
 fn the_cpu_weight_is_set() {
-    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }
@@ -57,7 +55,6 @@ fn the_cpu_weight_is_set() {
 
 #[test]
 fn a_memory_limit_ooms_and_the_oom_is_reported() {
-    let _serial = harness::one_at_a_time();
     if !guest() {
         return;
     }
@@ -95,6 +92,7 @@ fn a_memory_limit_ooms_and_the_oom_is_reported() {
         Request::WaitProcess {
             container_id: id.into(),
             exec_id: None,
+            kill_on_close: false,
         },
     )
     .unwrap();

@@ -87,8 +87,13 @@ fi
 if [[ -n $ready ]]; then
   for suite in $RUNV_AGENT_SUITES; do
     name=$(basename "$suite")
+    # Tests run in parallel (concurrent creates are part of what is tested); a hung
+    # suite is a failure here, never a stuck box.
     RUNV_AGENT_TEST_VSOCK=$uds RUNV_AGENT_TEST_SHARE=$work/share \
-      "$suite" --test-threads="${SUITE_THREADS:-1}" >"$work/$name.out" 2>&1
+      timeout "${SUITE_TIMEOUT:-600}" "$suite" --test-threads="${SUITE_THREADS:-4}" \
+      >"$work/$name.out" 2>&1
+    rc=$?
+    [[ $rc == 124 ]] && not_ok "${name%%-*}: finished within ${SUITE_TIMEOUT:-600} s"
     # One test line per Rust test.
     while read -r line; do
       if [[ $line =~ ^test\ (.+)\ \.\.\.\ ok$ ]]; then

@@ -89,6 +89,7 @@ fn client_and_server_over_a_socket_pair() {
     let wait = Request::WaitProcess {
         container_id: "c1".into(),
         exec_id: None,
+        kill_on_close: false,
     };
     assert_eq!(
         client.call_timeout(&wait, Duration::from_secs(10)).unwrap(),

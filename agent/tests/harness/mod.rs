@@ -43,16 +43,6 @@ static SANDBOX: OnceLock<()> = OnceLock::new();
 static PORT: AtomicU32 = AtomicU32::new(0);
 
 /// The environment, or `None` (test skipped) when this host cannot run containers.
-/// Runs the suite's tests one at a time. The agent can hang when it builds several
-/// containers at once (libcontainer clones with raw clone3 while other agent threads may
-/// hold allocator or logging locks; see docs/agent.md, "What is left"). Until that is
-/// fixed, concurrent creates are not part of what this suite claims; the guest run uses
-/// one test thread for the same reason.
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 pub fn env() -> Option<&'static Env> {
     ENV.get_or_init(|| {
         if let Ok(uds) = std::env::var("RUNV_AGENT_TEST_VSOCK") {
@@ -398,6 +388,7 @@ pub fn run(id: &str, spec: Spec, input: Option<&[u8]>) -> Outcome {
         Request::WaitProcess {
             container_id: id.into(),
             exec_id: None,
+            kill_on_close: false,
         },
     ) {
         Ok(Response::Exited { status }) => status,

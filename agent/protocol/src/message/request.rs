@@ -84,11 +84,15 @@ pub enum Request {
         all: bool,
     },
     /// Blocks until the process has exited and its output streams are drained.
-    /// Answer: `Exited`.
+    /// Answer: `Exited`. With `kill_on_close`, the agent SIGKILLs the process if this
+    /// connection closes before the exit is reported: a shim that dies takes its
+    /// process with it.
     WaitProcess {
         container_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exec_id: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        kill_on_close: bool,
     },
     /// Answer: `State`.
     State { container_id: String },

@@ -70,6 +70,7 @@ pub(crate) fn all_requests() -> Vec<Request> {
         Request::WaitProcess {
             container_id: c(),
             exec_id: Some("e1".into()),
+            kill_on_close: true,
         },
         Request::State { container_id: c() },
         Request::ListProcesses { container_id: c() },
@@ -364,6 +365,7 @@ fn request_accepts_only_matching_answers() {
     let wait = Request::WaitProcess {
         container_id: "c".into(),
         exec_id: None,
+        kill_on_close: false,
     };
     assert!(wait.accepts(&Response::Exited {
         status: ExitStatus::Code(0)
