@@ -165,6 +165,7 @@ pub fn prepare_bundle(
     ov: &Overrides,
 ) -> Result<Spec, BundleError> {
     ov.validate()?;
+    let _hold = store.hold()?;
     let created = match std::fs::read_dir(dest) {
         Ok(mut rd) => {
             if rd.next().is_some() {

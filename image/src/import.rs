@@ -116,6 +116,7 @@ pub fn import_path(
     path: &Path,
     opts: &ImportOptions,
 ) -> Result<Imported, ImportError> {
+    let _hold = store.hold()?;
     let mut txn = Txn {
         store,
         created: Vec::new(),

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod compress;
 pub mod digest;
+pub mod gc;
 pub mod import;
 pub mod unpack;
 
