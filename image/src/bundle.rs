@@ -6,6 +6,7 @@
 //! shared inode would change the cache and every other container made from it.
 
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
@@ -174,7 +175,11 @@ pub fn prepare_bundle(
             false
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir(dest).map_err(io_err("creating bundle directory", dest))?;
+            // Private: the rootfs may hold set-uid binaries and device nodes of the image.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dest)
+                .map_err(io_err("creating bundle directory", dest))?;
             true
         }
         Err(e) => return Err(io_err("reading", dest)(e)),

@@ -46,6 +46,19 @@ fn bundle_from_image_config() {
     }));
     let dest = t.path().join("bundle");
     let spec = prepare_bundle(&s, &img, &dest, &Overrides::default()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(s.root().join("layers"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
     let on_disk = Spec::load(dest.join("config.json")).unwrap();
     assert_eq!(on_disk, spec);
     let p = spec.process().as_ref().unwrap();

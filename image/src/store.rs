@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -137,6 +138,13 @@ impl Store {
         for sub in ["blobs/sha256", "layers", "tmp"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+        }
+        // Extracted layers hold whatever the images ship, set-uid-root binaries and device
+        // nodes included: no other host user may reach them.
+        for sub in ["layers", "tmp"] {
+            let p = root.join(sub);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("restricting", &p))?;
         }
         Ok(Self {
             root,

@@ -93,7 +93,10 @@ impl Extractor<'_> {
         self.make_parents(&raw, &parent_res)?;
         let rel = join(&parent_res).join(base);
         let target = self.dest.join(&rel);
-        let kind = entry.header().entry_type();
+        let mut kind = entry.header().entry_type();
+        if kind == EntryType::Regular && raw.as_os_str().as_bytes().ends_with(b"/") {
+            kind = EntryType::Directory; // pre-POSIX tars mark directories by the slash only
+        }
         let meta = header_meta(&mut entry)?;
 
         match std::fs::symlink_metadata(&target) {

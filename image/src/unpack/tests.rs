@@ -494,3 +494,16 @@ fn file_as_parent_is_an_error() {
     let err = extract(&tar, &s.dir("root")).unwrap_err();
     assert!(matches!(err, UnpackError::NotADirectory { .. }), "{err}");
 }
+
+#[test]
+fn old_style_directory_entries() {
+    let s = Scratch::new();
+    let root = s.dir("root");
+    let tar = TarBuilder::default()
+        .file("d/", b"")
+        .file("d/f", b"1")
+        .finish();
+    extract(&tar, &root).unwrap();
+    assert!(root.join("d").is_dir());
+    assert_eq!(std::fs::read(root.join("d/f")).unwrap(), b"1");
+}
