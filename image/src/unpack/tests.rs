@@ -500,7 +500,7 @@ fn old_style_directory_entries() {
     let s = Scratch::new();
     let root = s.dir("root");
     let tar = TarBuilder::default()
-        .file("d/", b"")
+        .file_mode("d/", 0o755, b"")
         .file("d/f", b"1")
         .finish();
     extract(&tar, &root).unwrap();
