@@ -382,7 +382,11 @@ impl Store {
         }
         let cj = tmp.join("changes.json");
         let json = serde_json::to_vec_pretty(&changes).expect("LayerChanges serialises");
-        std::fs::write(&cj, json).map_err(io_err("writing", &cj))
+        std::fs::write(&cj, json).map_err(io_err("writing", &cj))?;
+        // One syncfs before the rename: a crash must not leave a renamed but empty layer.
+        let dir = File::open(tmp).map_err(io_err("opening", tmp))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| io_err("syncing", tmp)(e.into()))
     }
 
     /// All named images.

@@ -98,6 +98,12 @@ impl Extractor<'_> {
             kind = EntryType::Directory; // pre-POSIX tars mark directories by the slash only
         }
         let meta = header_meta(&mut entry)?;
+        if kind == EntryType::Link {
+            let link = link_name(&mut entry, &raw)?;
+            if clean_entry_path(&link).ok().as_deref() == Some(&comps[..]) {
+                return Ok(()); // a hard link to itself: nothing to do, and removing would lose it
+            }
+        }
 
         match std::fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() && kind == EntryType::Directory => {}

@@ -507,3 +507,12 @@ fn old_style_directory_entries() {
     assert!(root.join("d").is_dir());
     assert_eq!(std::fs::read(root.join("d/f")).unwrap(), b"1");
 }
+
+#[test]
+fn hard_link_to_itself_is_a_no_op() {
+    let s = Scratch::new();
+    let l1 = TarBuilder::default().file("a", b"1").finish();
+    let l2 = TarBuilder::default().hardlink("a", "./a").finish();
+    let rootfs = build_rootfs(&s, &[l1, l2]).unwrap();
+    assert_eq!(std::fs::read(rootfs.join("a")).unwrap(), b"1");
+}
