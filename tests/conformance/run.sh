@@ -286,6 +286,11 @@ if [[ -n $doc ]]; then
     for i in "${!labels[@]}"; do
       echo "- **${labels[$i]}**: \`${bins[$i]}\` ($("${bins[$i]}" --version 2>/dev/null | head -n 1)): ${verdict[${labels[$i]}]}"
     done
+    if [[ ${#labels[@]} -eq 1 ]]; then
+      echo
+      echo "Only ${labels[0]} ran here: the runv column appears when run.sh is given the runv binary too"
+      echo '(`run.sh --gate --write-doc docs/compatibility.md runc $(command -v runv)` inside tests/kvmbox).'
+    fi
     echo
     printf '| test file |'; printf ' %s |' "${labels[@]}"; echo " note |"
     printf '|---|'; printf -- '---|%.0s' "${labels[@]}"; echo "---|"
