@@ -45,6 +45,10 @@ pub fn extract_layer<R: Read>(
     // neither fails on a read-only mode nor bumps its mtime afterwards.
     x.dirs.sort_by_key(|(p, _)| Reverse(p.components().count()));
     for (path, meta) in &x.dirs {
+        // A directory a later entry replaced by a file keeps that file's metadata.
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         fsops::set_meta(path, false, meta, opts.privileged)
             .map_err(UnpackError::io("setting metadata of", path))?;
     }
@@ -89,14 +93,22 @@ impl Extractor<'_> {
             return Ok(());
         }
 
-        let parent_res = resolve_in_root(self.dest, parent).map_err(perr)?;
-        self.make_parents(&raw, &parent_res)?;
-        let rel = join(&parent_res).join(base);
-        let target = self.dest.join(&rel);
         let mut kind = entry.header().entry_type();
         if kind == EntryType::Regular && raw.as_os_str().as_bytes().ends_with(b"/") {
             kind = EntryType::Directory; // pre-POSIX tars mark directories by the slash only
         }
+        use EntryType::*;
+        if !matches!(
+            kind,
+            Regular | Continuous | GNUSparse | Directory | Symlink | Link | Char | Block | Fifo
+        ) {
+            tracing::debug!(entry = %raw.display(), ?kind, "skipping tar entry of unsupported kind");
+            return Ok(());
+        }
+        let parent_res = resolve_in_root(self.dest, parent).map_err(perr)?;
+        self.make_parents(&raw, &parent_res)?;
+        let rel = join(&parent_res).join(base);
+        let target = self.dest.join(&rel);
         let meta = header_meta(&mut entry)?;
         if kind == EntryType::Link {
             let link = link_name(&mut entry, &raw)?;
@@ -164,9 +176,7 @@ impl Extractor<'_> {
                 fsops::set_meta(&target, false, &meta, privileged)
                     .map_err(UnpackError::io("setting metadata of", &target))?;
             }
-            other => {
-                tracing::debug!(entry = %raw.display(), kind = ?other, "skipping tar entry of unsupported kind");
-            }
+            _ => unreachable!("entry kinds were filtered above"),
         }
         Ok(())
     }

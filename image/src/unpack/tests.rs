@@ -516,3 +516,25 @@ fn hard_link_to_itself_is_a_no_op() {
     let rootfs = build_rootfs(&s, &[l1, l2]).unwrap();
     assert_eq!(std::fs::read(rootfs.join("a")).unwrap(), b"1");
 }
+
+#[test]
+fn directory_replaced_by_a_file_keeps_the_file_mode() {
+    let s = Scratch::new();
+    let root = s.dir("root");
+    let tar = TarBuilder::default()
+        .dir_mode("d", 0o751)
+        .file_mode("d", 0o640, b"f")
+        .push(
+            "pax_global_header",
+            EntryType::XGlobalHeader,
+            "",
+            0o644,
+            b"",
+        )
+        .finish();
+    extract(&tar, &root).unwrap();
+    let m = std::fs::metadata(root.join("d")).unwrap();
+    assert!(m.is_file());
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    assert!(!root.join("pax_global_header").exists());
+}
