@@ -19,6 +19,8 @@ pub use fsops::remove_tree;
 pub use resolve::PathError;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
 /// Errors of unpacking and applying layers. Each names the entry or path that failed.
