@@ -372,3 +372,50 @@ fn tag_untag_and_lookup_errors() {
     ));
     assert!(s.image("docker.io/library/other:2").is_ok());
 }
+
+#[test]
+fn concurrent_extractions_of_one_layer_all_succeed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = store(&t);
+    let mut tb = TarBuilder::default();
+    for i in 0..200 {
+        tb.file(&format!("d{}/f{i}", i % 7), &[b'x'; 1000]);
+    }
+    let tar = tb.finish();
+    let bd = s.put_blob_unverified(&gzip(&tar)[..]).unwrap().0;
+    let diff = Digest::of(&tar);
+    let roots: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| s.layer(&diff, &bd).unwrap().root))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(std::fs::read_dir(roots[0].join("d3")).unwrap().count(), 29);
+    assert_eq!(
+        std::fs::read_dir(s.root().join("layers")).unwrap().count(),
+        1
+    );
+    assert!(tmp_is_empty(&s));
+}
+
+#[test]
+fn corrupt_compressed_layer_is_an_error_and_not_cached() {
+    let t = tempfile::tempdir().unwrap();
+    let s = store(&t);
+    let tar = TarBuilder::default().file("a", &[7u8; 10000]).finish();
+    let mut gz = gzip(&tar);
+    let mid = gz.len() / 2;
+    gz[mid] ^= 0xff;
+    let bd = s.put_blob_unverified(&gz[..]).unwrap().0;
+    let err = s.layer(&Digest::of(&tar), &bd).unwrap_err();
+    assert!(
+        err.to_string().contains(&Digest::of(&tar).to_string()),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(s.root().join("layers"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(tmp_is_empty(&s));
+}
