@@ -1,0 +1,11 @@
+//! `runv features`.
+
+use anyhow::Result;
+
+pub fn run() -> Result<i32> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&runtime::oci::features())?
+    );
+    Ok(0)
+}
