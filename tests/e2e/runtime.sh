@@ -483,7 +483,12 @@ case_ps_list_events() {
   fi
   rt update --pids-limit 42 $id
   check "update --pids-limit 42 exits 0" test $? = 0
-  out=$(rt exec $id sh -c 'cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max' 2>&1)
+  # pids.max of the container's own cgroup: cgroup v2 without a cgroup namespace shows the
+  # whole hierarchy (the path is in /proc/self/cgroup), with one or on v1 it is at the top.
+  out=$(rt exec $id sh -c 'p=$(sed -n "s/^0:://p" /proc/self/cgroup)
+    for f in "/sys/fs/cgroup$p/pids.max" /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max; do
+      [ -f "$f" ] && exec cat "$f"
+    done' 2>&1)
   check "update: the container's pids.max is 42 (got '$out')" test "$out" = 42
   delete_all
   check_clean "ps/list/events/update" $id
