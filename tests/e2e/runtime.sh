@@ -330,6 +330,74 @@ case_stdin() {
   check_clean stdin $id
 }
 
+case_run_signal() {
+  local id=runsig b=$work/runsig rc run_pid
+  bundle_make "$b" --cgroups-path "$cg/$id" -- sleep 1000
+  ids+=($id)
+  rt run --bundle "$b" $id </dev/null >"$work/$id.out" 2>"$work/$id.err" &
+  run_pid=$!
+  wait_status $id running 60
+  check "run: the container runs in the foreground" test $? = 0
+  rt kill $id KILL
+  wait $run_pid
+  rc=$?
+  check "run: a process killed by SIGKILL gives run 128+9 (got $rc)" test $rc = 137
+  id=rundetach
+  bundle_make "$work/$id" --cgroups-path "$cg/$id" -- sleep 1000
+  ids+=($id)
+  rt run --detach --bundle "$work/$id" $id </dev/null >"$work/$id.out" 2>"$work/$id.err"
+  check "run --detach: exits 0 and the container runs" \
+    eval "test $? = 0 && test \"\$(status_of $id)\" = running"
+  delete_all
+  check_clean "run (signal, --detach)" runsig rundetach
+}
+
+case_misc() {
+  local out
+  out=$("$RUNTIME" --version 2>&1)
+  check "--version: exits 0 and names a version ($(head -n 1 <<<"$out"))" \
+    eval '[[ $out == *version* ]]'
+  check "features: JSON with ociVersionMin and ociVersionMax" \
+    jqe '(.ociVersionMin | length > 0) and (.ociVersionMax | length > 0)' < <(rt features 2>/dev/null)
+  mkdir -p "$work/spec"
+  (cd "$work/spec" && rt spec) </dev/null >/dev/null 2>&1
+  check "spec: writes a config.json with a process and a root" \
+    jqe '(.process.args | length > 0) and (.root.path | length > 0)' "$work/spec/config.json"
+  (cd "$work/spec" && rt spec) </dev/null >/dev/null 2>&1
+  check "spec: refuses to overwrite an existing config.json" test $? != 0
+}
+
+# vmm_pids: the runv-vmm processes among the suite's descendants.
+vmm_pids() {
+  descendants >"$work/vmm.ps"
+  awk '{ split($2, a, "/"); if (a[length(a)] == "runv-vmm") print $1 }' "$work/vmm.ps"
+}
+
+# runv only: an agent that does not answer (its VMM stopped with SIGSTOP).
+case_wedged() {
+  local id=wedged-kill vmm
+  running $id -- sleep 1000
+  vmm=$(vmm_pids)
+  check "wedged: the sandbox has one runv-vmm ($vmm)" test "$(wc -w <<<"$vmm")" = 1
+  kill -STOP $vmm
+  rt kill $id 9
+  check "wedged: kill ID 9 exits 0 while the VMM is stopped" test $? = 0
+  check "wedged: then the state is stopped" wait_status $id stopped 60
+  rt delete $id
+  check "wedged: delete exits 0" test $? = 0
+  ids=()
+  check_clean "wedged kill" $id
+  id=wedged-delete
+  running $id -- sleep 1000
+  vmm=$(vmm_pids)
+  kill -STOP $vmm
+  rt delete --force $id
+  check "wedged: delete --force exits 0 while the VMM is stopped" test $? = 0
+  fails_with "wedged: the container is gone" 'does not exist' rt state $id
+  ids=()
+  check_clean "wedged delete --force" $id
+}
+
 case_tty() {
   local id=tty b=$work/tty sock=$work/tty.sock
   bundle_make "$b" --tty --cgroups-path "$cg/$id" -- sh
@@ -344,6 +412,17 @@ case_tty() {
   [[ $(status_of $id) == stopped ]] || show "$work/tty.transcript.log" "$work/tty.transcript" "$work/$id.err"
   delete_all
   check_clean tty $id
+}
+
+# gone_in_container ID PATTERN SECS: polls until no live process in the container (ps
+# inside it, zombies aside) matches PATTERN.
+gone_in_container() {
+  local deadline=$((SECONDS + $3))
+  while ((SECONDS < deadline)); do
+    rt exec "$1" ps -o stat,args 2>/dev/null | grep -v '^Z' | grep -q -- "$2" || return 0
+    sleep 0.5
+  done
+  return 1
 }
 
 case_exec() {
@@ -379,6 +458,15 @@ case_exec() {
     eval "grep -q '^/dev/pts/' '$work/exec-tty.transcript' && grep -q exec-tty-done '$work/exec-tty.transcript'"
   grep -q exec-tty-done "$work/exec-tty.transcript" 2>/dev/null ||
     show "$work/exec-tty.transcript.log" "$work/exec-tty.err"
+  rt exec $id sh -c 'kill -9 $$' </dev/null >/dev/null 2>&1
+  rc=$?
+  check "exec: a process killed by SIGKILL gives exec 128+9 (got $rc)" test $rc = 137
+  rt exec --detach --pid-file "$work/exec-bg.pid" $id sleep 999 </dev/null >/dev/null 2>&1
+  check "exec --detach: the process runs in the container" \
+    eval "rt exec $id ps -o stat,args | grep -v '^Z' | grep -q 'sleep 999'"
+  kill -9 "$(cat "$work/exec-bg.pid" 2>/dev/null)" 2>/dev/null
+  check "exec --detach: SIGKILL of its --pid-file process ends the process in the container" \
+    gone_in_container $id 'sleep 999' 30
   rt kill $id KILL && wait_status $id stopped 30
   fails_with "exec: into a stopped container fails" . rt exec $id true
   delete_all
@@ -404,7 +492,15 @@ case_kill() {
   check "kill: SIGKILL exits 0" test $? = 0
   check "kill: the container stops after SIGKILL" wait_status $id stopped 30
   delete_all
-  check_clean kill killterm killkill
+  id=killpid
+  bundle_make "$work/$id" --cgroups-path "$cg/$id" -- sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
+  create $id "$work/$id" --pid-file "$work/$id.pid" && rt start $id && wait_status $id running 30
+  check "kill: a container created with --pid-file runs" test $? = 0
+  kill -TERM "$(cat "$work/$id.pid")"
+  check "kill: TERM sent to the --pid-file process reaches the container's process" \
+    wait_status $id stopped 30
+  delete_all
+  check_clean kill killterm killkill killpid
 }
 
 case_hook() {
@@ -555,6 +651,7 @@ case_errors() {
 
 case_lifecycle
 case_run_exit_code
+case_run_signal
 case_stdin
 case_tty
 case_exec
@@ -564,5 +661,7 @@ case_delete_force
 case_two
 case_pause
 case_ps_list_events
+case_misc
+[[ -n $IS_RUNV ]] && case_wedged
 case_errors
 finish
