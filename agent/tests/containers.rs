@@ -188,7 +188,7 @@ fn signals_reach_the_process() {
         &mut c,
         Request::CreateContainer {
             container_id: "sig".into(),
-            spec: Box::new(sh("echo ready; exec sleep 60")),
+            spec: Box::new(sh("echo ready; touch /tmp/sig-ready; exec sleep 60")),
             rootfs: harness::rootfs(),
             stdio: stdio.ports,
         },
@@ -220,7 +220,13 @@ fn signals_reach_the_process() {
     )
     .unwrap();
     assert!(format!("{state:?}").contains("Running"), "{state:?}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Killed only once "ready" is in the pipe (a slow guest may take a while to get there).
+    let marker = env().unwrap().share.join("rootfs/tmp/sig-ready");
+    let t0 = std::time::Instant::now();
+    while !marker.exists() && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&marker);
     call(
         &mut c,
         Request::SignalProcess {
