@@ -1,0 +1,66 @@
+//! `hyperctl`: run container images in KVM micro-VMs with one command, no daemon.
+//! Images go into a content-addressed store (runv-image), containers run through
+//! `runv run`. See docs/hyperctl.md.
+
+mod cli;
+mod commands;
+mod containers;
+mod runv;
+mod signals;
+#[cfg(test)]
+mod testdir;
+mod tty;
+
+use clap::Parser;
+
+fn main() {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // docker exits 125 when hyperctl itself fails, leaving 1..124 to the container.
+            std::process::exit(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYPERCTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::dispatch(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("hyperctl: {}", error_text(&e));
+            std::process::exit(125);
+        }
+    }
+}
+
+/// The error and its causes, "a: b: c", leaving out a cause whose text is already there.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_are_not_repeated() {
+        let e = anyhow::anyhow!("inner")
+            .context("outer: inner")
+            .context("top");
+        assert_eq!(super::error_text(&e), "top: outer: inner");
+    }
+}
