@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use image::{import_path, BindMount, Image, ImportOptions, Overrides, Store};
+use image::{BindMount, Image, Overrides, Store};
 use nix::unistd::Pid;
 
 use super::{exit_code, now_rfc3339};
@@ -139,8 +139,7 @@ fn is_hostname(n: &str) -> bool {
 pub fn resolve_image(store: &Store, arg: &str) -> Result<Image> {
     let path = Path::new(arg);
     if path.exists() {
-        let imported = import_path(store, path, &ImportOptions::default())
-            .with_context(|| format!("importing image {arg}"))?;
+        let imported = super::load::import_checked(store, path)?;
         let name = imported
             .names
             .first()
@@ -429,7 +428,7 @@ mod tests {
             resolve_image(&store, bogus.to_str().unwrap()).unwrap_err()
         );
         assert!(
-            e.contains("importing image") && e.contains("bogus.tar"),
+            e.contains("loading") && e.contains("bogus.tar"),
             "{e}"
         );
         assert!(store.images().unwrap().is_empty());
