@@ -43,7 +43,21 @@ echo "# runtime: $RUNTIME ($("$RUNTIME" --version 2>&1 | head -n 1))"
 work=$(mktemp -d "${TMPDIR:-/tmp}/runv-e2e.XXXXXX")
 root=$work/root
 cg=/runv-e2e-$$ # every container's cgroupsPath is $cg/<id>
-ids=()
+# Each case runs in a subshell (so that a case that overruns CASE_TIMEOUT can be killed
+# whole): its containers ("ROOT ID" lines) and results go to files the suite reads.
+: >"$work/ids"
+: >"$work/results"
+ok() { echo "ok - $*"; echo ok >>"$work/results"; }
+not_ok() { echo "not ok - $*"; echo fail >>"$work/results"; }
+finish() {
+  PASS=$(grep -c '^ok' "$work/results") FAIL=$(grep -c '^fail' "$work/results")
+  echo "$PASS passed, $FAIL failed"
+  [[ $FAIL -eq 0 ]]
+}
+# track ID: a container to delete --force at the end of the case (or of the suite).
+track() { echo "$root $1" >>"$work/ids"; }
+# untrack: the case removed its containers itself.
+untrack() { : >"$work/ids"; }
 
 # jqe FILTER...: jq -e without its output (the filter's truth is the status).
 jqe() { jq -e "$@" >/dev/null; }
@@ -51,20 +65,22 @@ jqe() { jq -e "$@" >/dev/null; }
 # rt ARGS...: the runtime with the current $root, killed after $T seconds.
 rt() { timeout -k 5 "$T" "$RUNTIME" --root "$root" "$@"; }
 
-# descendants: "PID ARGS" of every live process below this shell (but ps itself).
+# descendants: "PID ARGS" of every live process below this suite (but ps itself, the
+# caller and the case watchdog, whose pid is in $work/keep, with its children).
 descendants() {
   ps -e -o pid=,ppid=,stat=,args= >"$work/ps.all"
-  awk -v top=$$ '
+  awk -v top=$$ -v self=$BASHPID -v keepfile="$work/keep" '
+    BEGIN { while ((getline k < keepfile) > 0) keep[k] = 1 }
     { pid[NR] = $1; ppid[NR] = $2; stat[NR] = $3; line[NR] = $0 }
     END {
       mark[top] = 1
       do {
         grew = 0
         for (i = 1; i <= NR; i++)
-          if (!(pid[i] in mark) && (ppid[i] in mark)) { mark[pid[i]] = 1; grew = 1 }
+          if (!(pid[i] in mark) && !(pid[i] in keep) && (ppid[i] in mark)) { mark[pid[i]] = 1; grew = 1 }
       } while (grew)
       for (i = 1; i <= NR; i++) {
-        if (pid[i] == top || !(pid[i] in mark) || stat[i] ~ /^Z/) continue
+        if (pid[i] == top || pid[i] == self || !(pid[i] in mark) || stat[i] ~ /^Z/) continue
         args = line[i]; sub(/^ *[0-9]+ +[0-9]+ +[^ ]+ +/, "", args)
         if (args ~ /^ps -e -o pid=/) continue
         print pid[i], args
@@ -82,11 +98,11 @@ cgroup_dirs() {
 
 # delete_all: delete --force every container this suite created (with the current root).
 delete_all() {
-  local id
-  for id in ${ids[@]+"${ids[@]}"}; do
-    timeout -k 2 30 "$RUNTIME" --root "$root" delete --force "$id" >/dev/null 2>&1
-  done
-  ids=()
+  local r id
+  while read -r r id; do
+    timeout -k 2 30 "$RUNTIME" --root "$r" delete --force "$id" </dev/null >/dev/null 2>&1
+  done <"$work/ids"
+  untrack
 }
 
 # check_clean WHAT ID...: nothing of these containers left: no state under --root, no
@@ -140,7 +156,7 @@ wait_status() {
 create() {
   local id=$1 bundle=$2
   shift 2
-  ids+=("$id")
+  track "$id"
   rt create --bundle "$bundle" "$@" "$id" </dev/null >"$work/$id.out" 2>"$work/$id.err"
 }
 
@@ -295,14 +311,14 @@ case_lifecycle() {
   fails_with "lifecycle: state after delete says 'does not exist'" 'does not exist' rt state $id
   check "lifecycle: list no longer shows it" \
     jqe --arg id $id 'all(.[]?; .id != $id)' < <(rt list --format json)
-  ids=()
+  untrack
   check_clean lifecycle $id
 }
 
 case_run_exit_code() {
   local id=run7 b=$work/run7 rc
   bundle_make "$b" --cgroups-path "$cg/$id" -- sh -c 'echo to-stdout; echo to-stderr >&2; exit 7'
-  ids+=($id)
+  track $id
   rt run --bundle "$b" $id </dev/null >"$work/$id.out" 2>"$work/$id.err"
   rc=$?
   check "run: the process's exit code 7 is run's (got $rc)" test $rc = 7
@@ -311,14 +327,14 @@ case_run_exit_code() {
     eval "grep -qx to-stderr '$work/$id.err' && ! grep -q to-stdout '$work/$id.err'"
   [[ $rc == 7 ]] || show "$work/$id.out" "$work/$id.err"
   fails_with "run: the container is gone after run returns" 'does not exist' rt state $id
-  ids=()
+  untrack
   check_clean run $id
 }
 
 case_stdin() {
   local id=stdin b=$work/stdin out
   bundle_make "$b" --cgroups-path "$cg/$id" -- cat
-  ids+=($id)
+  track $id
   out=$(echo hi | rt run --bundle "$b" $id 2>"$work/$id.err")
   check "stdin: echo hi | run ... cat prints hi (got '$out')" test "$out" = hi
   bundle_make "$b" --cgroups-path "$cg/$id" -- md5sum
@@ -326,14 +342,14 @@ case_stdin() {
   out=$(rt run --bundle "$b" $id <"$work/blob" 2>>"$work/$id.err")
   check "stdin: 3 MB piped through arrive whole (md5)" \
     test "${out%% *}" = "$(md5sum <"$work/blob" | cut -d' ' -f1)"
-  ids=()
+  untrack
   check_clean stdin $id
 }
 
 case_run_signal() {
   local id=runsig b=$work/runsig rc run_pid
   bundle_make "$b" --cgroups-path "$cg/$id" -- sleep 1000
-  ids+=($id)
+  track $id
   rt run --bundle "$b" $id </dev/null >"$work/$id.out" 2>"$work/$id.err" &
   run_pid=$!
   wait_status $id running 60
@@ -344,7 +360,7 @@ case_run_signal() {
   check "run: a process killed by SIGKILL gives run 128+9 (got $rc)" test $rc = 137
   id=rundetach
   bundle_make "$work/$id" --cgroups-path "$cg/$id" -- sleep 1000
-  ids+=($id)
+  track $id
   rt run --detach --bundle "$work/$id" $id </dev/null >"$work/$id.out" 2>"$work/$id.err"
   check "run --detach: exits 0 and the container runs" \
     eval "test $? = 0 && test \"\$(status_of $id)\" = running"
@@ -385,7 +401,7 @@ case_wedged() {
   check "wedged: then the state is stopped" wait_status $id stopped 60
   rt delete $id
   check "wedged: delete exits 0" test $? = 0
-  ids=()
+  untrack
   check_clean "wedged kill" $id
   id=wedged-delete
   running $id -- sleep 1000
@@ -394,7 +410,7 @@ case_wedged() {
   rt delete --force $id
   check "wedged: delete --force exits 0 while the VMM is stopped" test $? = 0
   fails_with "wedged: the container is gone" 'does not exist' rt state $id
-  ids=()
+  untrack
   check_clean "wedged delete --force" $id
 }
 
@@ -524,7 +540,7 @@ case_delete_force() {
   rt delete --force $id
   check "delete --force: exits 0 on a running container" test $? = 0
   fails_with "delete --force: the container is gone" 'does not exist' rt state $id
-  ids=()
+  untrack
   check_clean "delete --force" $id
 }
 
@@ -614,14 +630,14 @@ case_errors() {
   check_clean "duplicate id" dup dup2
 
   root=$work/eroot-bundle
-  ids=(badbundle)
+  track badbundle
   fails_with "bad bundle path: create fails naming the path" "$work/no-such-bundle" \
     rt create --bundle "$work/no-such-bundle" badbundle
   check "bad bundle path: nothing under --root" test -z "$(find "$root" -mindepth 1 2>/dev/null)"
   check_clean "bad bundle path" badbundle
 
   root=$work/eroot-json
-  ids=(badjson)
+  track badjson
   mkdir -p "$work/badjson" && bundle_rootfs "$work/badjson"
   echo '{ "ociVersion": "1.0.2", not json' >"$work/badjson/config.json"
   fails_with "invalid config.json: create fails with a message" '.' \
@@ -630,7 +646,7 @@ case_errors() {
   check_clean "invalid config.json" badjson
 
   root=$work/eroot-log
-  ids=(logjson)
+  track logjson
   rt --log "$work/log.json" --log-format json create --bundle "$work/no-such-bundle" logjson \
     </dev/null >/dev/null 2>&1
   check "--log-format json: the error is a JSON line with level error, msg and time" \
@@ -639,7 +655,7 @@ case_errors() {
 
   if [[ -n $IS_RUNV ]]; then
     root=$work/eroot-kernel
-    ids=(nokernel)
+    track nokernel
     bundle_make "$work/nokernel" --cgroups-path "$cg/nokernel" -- true
     fails_with "missing guest kernel: create fails naming the kernel path" "$work/no-such-vmlinux" \
       env RUNV_KERNEL="$work/no-such-vmlinux" RUNV_GUEST_KERNEL="$work/no-such-vmlinux" \
@@ -649,19 +665,38 @@ case_errors() {
   fi
 }
 
-case_lifecycle
-case_run_exit_code
-case_run_signal
-case_stdin
-case_tty
-case_exec
-case_kill
-case_hook
-case_delete_force
-case_two
-case_pause
-case_ps_list_events
-case_misc
-[[ -n $IS_RUNV ]] && case_wedged
-case_errors
+# run_case FUNCTION: runs a case in a subshell; one that overruns CASE_TIMEOUT seconds
+# (default 6 * RT_TIMEOUT) is a failure, and it and everything it started is killed.
+run_case() {
+  local pid wd budget=${CASE_TIMEOUT:-$((6 * T))}
+  rm -f "$work/case.done" "$work/case.overran"
+  ("$1") &
+  pid=$!
+  (
+    for ((i = 0; i < budget * 2; i++)); do
+      [[ -e $work/case.done ]] && exit 0
+      sleep 0.5
+    done
+    touch "$work/case.overran"
+    descendants >"$work/overran"
+    awk '{print $1}' "$work/overran" | while read -r p; do kill -9 "$p" 2>/dev/null; done
+  ) &
+  wd=$!
+  echo $wd >"$work/keep"
+  wait $pid
+  touch "$work/case.done"
+  wait $wd
+  : >"$work/keep"
+  if [[ -e $work/case.overran ]]; then
+    not_ok "$1: did not finish within $budget s; killed with all it started"
+    show "$work/overran"
+  fi
+  delete_all
+}
+
+cases="lifecycle run_exit_code run_signal stdin tty exec kill hook delete_force two pause
+  ps_list_events misc ${IS_RUNV:+wedged} errors"
+for c in ${RUNTIME_CASES:-$cases}; do
+  run_case "case_$c"
+done
 finish
