@@ -5,6 +5,9 @@
 # (io.containerd.runc.v2) with --runc-binary $RUNTIME. Generic over the runtime:
 # RUNTIME=/path/to/runv (default: runv on PATH) or RUNTIME=$(command -v runc).
 # Needs root, containerd, ctr, containerd-shim-runc-v2, busybox-static and python3.
+# containerd (and so the shim and the runtime) inherits this environment: for runv, set
+# RUNV_KERNEL / RUNV_INITRD / RUNV_VMM (or RUNV_CONFIG) here. RT_TIMEOUT (default 120 s)
+# limits every ctr call.
 #
 #   RUNTIME=$(command -v runc) tests/e2e/containerd.sh
 #   tests/kvmbox/kvmbox --env RUNTIME=/path/to/runv -- tests/e2e/containerd.sh

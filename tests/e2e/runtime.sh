@@ -2,15 +2,21 @@
 # The runc-compatible CLI suite, generic over the runtime binary: RUNTIME=/path/to/runv
 # (default: runv on PATH) or RUNTIME=$(command -v runc), the reference it is proven against.
 # Needs root, busybox-static, jq and python3. Every case uses a temp --root and temp
-# bundles; every runtime call is time-limited (RT_TIMEOUT, default 120 s), so a hang is a
-# "not ok" line, never a stuck suite. The suite makes itself a child subreaper, so
-# whatever the runtime daemonizes (runc's init, runv's runv-vmm and runv-shim) stays its
-# descendant: "no process left" means no descendant of the suite left, which is exact
-# whatever the runtime. Extra checks run only for runv: no runv-vmm / runv-shim left
-# (globally when inside kvmbox), and the missing-guest-kernel case.
+# bundles (tests/e2e/bundle.sh). Every runtime call is time-limited (RT_TIMEOUT, default
+# 120 s) and every case too (CASE_TIMEOUT, default 6 * RT_TIMEOUT: the case and all it
+# started are killed), so a hang is a "not ok" line, never a stuck suite.
+# RUNTIME_CASES="lifecycle exec ..." runs only those cases (names: see the end).
+#
+# The suite makes itself a child subreaper, so whatever the runtime daemonizes (runc's
+# init, runv's runv-vmm and runv-shim) stays its descendant: "no process left" means no
+# descendant of the suite left, which is exact whatever the runtime. Extra checks when the
+# runtime is runv (`--version` says runv): no runv-vmm / runv-shim anywhere (inside
+# kvmbox), a wedged VMM (SIGSTOP) for kill 9 and delete --force, and a missing guest
+# kernel. runv finds its kernel, initramfs and VMM through its own environment
+# (RUNV_KERNEL, RUNV_INITRD, RUNV_VMM or RUNV_CONFIG), which the suite passes through.
 #
 #   RUNTIME=$(command -v runc) tests/e2e/runtime.sh
-#   tests/kvmbox/kvmbox --env RUNTIME=/path/to/runv -- tests/e2e/runtime.sh
+#   tests/kvmbox/kvmbox --env RUNTIME=/path/to/runv --env RUNV_KERNEL ... -- tests/e2e/runtime.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
