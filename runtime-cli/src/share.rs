@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_protocol::rewrite::{EntryKind, ShareEntry};
+use agent_protocol::rewrite::{EntryKind, EntryPurpose, ShareEntry};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,9 @@ pub fn arrange(
             source,
         })?;
         made.push(target.clone());
-        if e.readonly {
+        // The rootfs stays writable on the host side even with `root.readonly`: the
+        // guest creates mount points in it before it makes it read-only, as runc does.
+        if e.readonly && e.purpose != EntryPurpose::Rootfs {
             mount(
                 None::<&str>,
                 &target,
@@ -149,7 +151,6 @@ pub fn remove_state_dir(dir: &Path) -> Result<(), ShareError> {
 mod tests {
     use super::*;
     use crate::test_util::TempDir;
-    use agent_protocol::rewrite::EntryPurpose;
     use agent_protocol::ShareLocation;
 
     fn root() -> bool {
@@ -182,7 +183,7 @@ mod tests {
                 host_path: src.join("hosts"),
                 location: ShareLocation::new("runv", "c1/mounts/0-hosts").unwrap(),
                 kind: EntryKind::File,
-                readonly: false,
+                readonly: true,
                 recursive: false,
                 purpose: EntryPurpose::BindMount {
                     index: 0,
@@ -201,8 +202,11 @@ mod tests {
             std::fs::read_to_string(share.join("c1/mounts/0-hosts")).unwrap(),
             "127.0.0.1 x"
         );
-        // Read-only on the host side too.
-        assert!(std::fs::write(share.join("c1/rootfs/new"), "x").is_err());
+        assert!(std::fs::write(share.join("c1/mounts/0-hosts"), "x").is_err());
+        // The rootfs stays writable (the guest makes it read-only); a read-only bind
+        // is read-only on the host side too.
+        std::fs::write(share.join("c1/rootfs/new"), "x").unwrap();
+        std::fs::remove_file(share.join("c1/rootfs/new")).unwrap();
         let state = t.path().join("state");
         assert!(matches!(
             remove_state_dir(&state),

@@ -55,7 +55,7 @@ pub struct GlobalOpts {
     /// Accepted and ignored (no checkpoint/restore)
     #[arg(long, global = true)]
     pub criu: Option<String>,
-    /// Accepted and ignored (true, false or auto)
+    /// Accepted and ignored (true, false or auto); `spec --rootless` writes a rootless config
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
 }
@@ -158,12 +158,10 @@ pub enum Command {
     Features,
     /// Create a new specification file (config.json)
     Spec {
-        /// Path to the root of the bundle directory
+        /// Path to the root of the bundle directory (with the global --rootless:
+        /// a configuration for a rootless container)
         #[arg(short, long)]
         bundle: Option<PathBuf>,
-        /// Generate a configuration for a rootless container
-        #[arg(long)]
-        rootless: bool,
     },
 }
 
@@ -352,6 +350,15 @@ mod tests {
             Command::Update(u) => assert_eq!(u.pids_limit, Some(-1)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn spec_rootless() {
+        let c = parse(&["spec", "--rootless", "-b", "/x"]);
+        assert_eq!(c.global.rootless.as_deref(), Some("true"));
+        assert!(matches!(c.command, Command::Spec { .. }));
+        let c = parse(&["spec"]);
+        assert_eq!(c.global.rootless, None);
     }
 
     #[test]

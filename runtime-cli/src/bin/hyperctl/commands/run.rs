@@ -427,10 +427,7 @@ mod tests {
             "{:#}",
             resolve_image(&store, bogus.to_str().unwrap()).unwrap_err()
         );
-        assert!(
-            e.contains("loading") && e.contains("bogus.tar"),
-            "{e}"
-        );
+        assert!(e.contains("loading") && e.contains("bogus.tar"), "{e}");
         assert!(store.images().unwrap().is_empty());
     }
 }

@@ -83,7 +83,10 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         } => events::run(&ctx, id, *stats, interval),
         Command::Update(a) => update::run(&ctx, a),
         Command::Features => features::run(),
-        Command::Spec { bundle, rootless } => spec::run(bundle.as_deref(), *rootless),
+        Command::Spec { bundle } => spec::run(
+            bundle.as_deref(),
+            cli.global.rootless.as_deref().is_some_and(|v| v == "true"),
+        ),
     }
 }
 
