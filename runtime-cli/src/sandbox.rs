@@ -110,7 +110,7 @@ pub fn load_spec(bundle: &Path) -> Result<Spec, SandboxError> {
         path: path.clone(),
         reason: "process: missing".into(),
     })?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+    if process.args().as_ref().map_or(true, |a| a.is_empty()) {
         return Err(SandboxError::Config {
             path,
             reason: "process.args: must not be empty".into(),

@@ -164,9 +164,14 @@ impl VmmLaunch {
                 }
             }
         }
-        // SAFETY: setsid is async-signal-safe.
+        // SAFETY: setsid, sigemptyset and pthread_sigmask are async-signal-safe; the set
+        // lives on the child's stack. The VMM kicks its vCPU threads with signals, so it
+        // must not start with the caller's blocked mask.
         unsafe {
             cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

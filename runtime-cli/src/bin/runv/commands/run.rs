@@ -10,32 +10,29 @@ use super::{exit_code, Ctx};
 use crate::cli::CreateArgs;
 
 pub fn run(ctx: &Ctx, a: &CreateArgs, detach: bool) -> Result<i32> {
-    // Block the forwarded signals before any thread or child exists, so that a
-    // dedicated thread can take them with sigwait; children get the default mask back.
-    let forwarded = runtime::signals::forwarded_signals();
-    let mut set = SigSet::empty();
-    if !detach {
-        for s in &forwarded {
-            set.add(*s);
-        }
-        set.thread_block()?;
-    }
-    let created = super::create::create(ctx, a, !detach)?;
+    let sandbox::Created {
+        locked, mut shim, ..
+    } = super::create::create(ctx, a, !detach)?;
+    // `start` takes the lock itself, and other runv calls (kill, state, delete) must not
+    // wait for this one.
+    drop(locked);
     if let Err(e) = super::start::start(ctx, &a.id) {
         if let Ok((locked, state)) = ctx.root.open(&a.id) {
-            drop(created);
             let _ = sandbox::destroy(locked, &state, Teardown::Kill);
         }
+        let _ = shim.child.wait();
         return Err(e);
     }
     if detach {
         return Ok(0);
     }
-    let sandbox::Created {
-        locked, mut shim, ..
-    } = created;
-    // Other runv calls (kill, state, delete) must not wait for this one.
-    drop(locked);
+    // Only now, with the VMM and the shim started: a child must not inherit a blocked
+    // mask (the VMM kicks its vCPU threads with signals).
+    let mut set = SigSet::empty();
+    for s in runtime::signals::forwarded_signals() {
+        set.add(s);
+    }
+    set.thread_block()?;
     let pid = shim.pid();
     std::thread::spawn(move || loop {
         if let Ok(sig) = set.wait() {
