@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "runv",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.1.0"),
+    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.1.0"),
     about = "runv: an OCI runtime that runs each container in its own KVM micro-VM",
     disable_help_subcommand = false
 )]

@@ -11,8 +11,9 @@ use runtime::{agent, vmm};
 use super::{require_running, Ctx};
 
 pub fn run(ctx: &Ctx, id: &str, signal: Option<&str>, all: bool) -> Result<i32> {
-    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
+    // As runc: an unknown container before a bad signal.
     let (locked, state) = ctx.root.open(id)?;
+    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
     require_running(sandbox::status(&state))?;
     let uds = vsock_path(&locked.dir);
     let request = Request::SignalProcess {
