@@ -5,7 +5,8 @@
 # bundles (tests/e2e/bundle.sh). Every runtime call is time-limited (RT_TIMEOUT, default
 # 120 s) and every case too (CASE_TIMEOUT, default 6 * RT_TIMEOUT: the case and all it
 # started are killed), so a hang is a "not ok" line, never a stuck suite.
-# RUNTIME_CASES="lifecycle exec ..." runs only those cases (names: see the end).
+# RUNTIME_CASES="lifecycle exec ..." runs only those cases (names: see the end);
+# KEEP_WORK=1 keeps the temp dir (bundles, --root, logs) for a post-mortem.
 #
 # The suite makes itself a child subreaper, so whatever the runtime daemonizes (runc's
 # init, runv's runv-vmm and runv-shim) stays its descendant: "no process left" means no
@@ -135,6 +136,11 @@ check_clean() {
     not_ok "$what: nothing left (state, cgroups, processes)"
     echo "#   left:$left"
     show "$work/left"
+    # What the runtime logged for these containers, if it keeps logs in its state dir.
+    for id; do
+      for f in "$root/$id"/*.log; do [[ -s $f ]] && show "$f"; done
+      for f in "$work/$id.out" "$work/$id.err"; do [[ -s $f ]] && show "$f"; done
+    done
     awk '{print $1}' "$work/left" | sort -u | while read -r pid; do kill -9 "$pid" 2>/dev/null; done
   else
     ok "$what: nothing left (state, cgroups, processes)"
@@ -146,7 +152,11 @@ cleanup() {
   descendants >"$work/left" 2>/dev/null
   awk '{print $1}' "$work/left" 2>/dev/null | while read -r pid; do kill -9 "$pid" 2>/dev/null; done
   find /sys/fs/cgroup -depth -type d -path "*$cg*" -exec rmdir {} + 2>/dev/null
-  rm -rf --one-file-system "$work"
+  if [[ -n ${KEEP_WORK:-} ]]; then
+    echo "# KEEP_WORK: bundles, states and logs kept in $work"
+  else
+    rm -rf --one-file-system "$work"
+  fi
 }
 trap cleanup EXIT
 
