@@ -182,6 +182,10 @@ hc run --name n6 "$SHORT" /no/such/binary >/dev/null 2>"$work/n6.err"
 rc=$?
 [[ $rc != 0 ]] && ok "a missing command fails (exit $rc)" || not_ok "a missing command: exit 0"
 for n in n1 n2 n3 n4 n5 n6; do nothing_left "failed run $n" "$n"; done
+# A run killed while preparing its bundle leaves a directory without a record: rm frees it.
+mkdir -p "$root/containers/orphan/bundle"
+out_is "rm of a half-made container" "orphan" hc rm orphan
+fails_with "rm of an unknown container" 'no such container: ghost' hc rm ghost
 
 # --- rmi
 hc run -d --name user "$SHORT" sleep 1000 >/dev/null

@@ -102,6 +102,11 @@ impl Containers {
         }
     }
 
+    /// Whether `name` is a valid name whose directory exists (with or without a record).
+    pub fn is_reserved(&self, name: &str) -> bool {
+        validate_name(name).is_ok() && self.dir(name).is_dir()
+    }
+
     /// Writes the record (temp file + rename).
     pub fn save(&self, rec: &Record) -> Result<()> {
         let path = self.dir(&rec.name).join("container.json");
@@ -216,6 +221,7 @@ mod tests {
         assert!(!t.path().join("x").exists());
         // Reserved but not yet recorded: not listed, and load says so.
         assert!(c.list().unwrap().is_empty());
+        assert!(c.is_reserved("one") && !c.is_reserved("nine") && !c.is_reserved(".."));
         assert!(c
             .load("one")
             .unwrap_err()

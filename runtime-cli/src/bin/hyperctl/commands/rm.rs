@@ -10,7 +10,13 @@ use crate::runv::Runv;
 
 pub fn rm(root: &Path, name: &str, force: bool) -> Result<()> {
     let containers = Containers::new(root);
-    containers.load(name)?;
+    if let Err(e) = containers.load(name) {
+        // A run killed while it prepared its bundle leaves a directory without a record;
+        // rm frees its name. Anything else is no container.
+        if !containers.is_reserved(name) {
+            return Err(e);
+        }
+    }
     let runv = Runv::new(root)?;
     let status = runv.status(name)?;
     if !force && matches!(status.as_deref(), Some("running" | "paused")) {
