@@ -95,7 +95,7 @@ pub enum Command {
         /// Detach from the container's process
         #[arg(short, long)]
         detach: bool,
-        /// Accepted and ignored
+        /// Do not delete the container after it exits (foreground run)
         #[arg(long)]
         keep: bool,
         #[command(flatten)]

@@ -66,8 +66,10 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Create(a) => create::run(&ctx, a),
         Command::Start { id } => start::run(&ctx, id),
         Command::Run {
-            detach, create: a, ..
-        } => run::run(&ctx, a, *detach),
+            detach,
+            keep,
+            create: a,
+        } => run::run(&ctx, a, *detach, *keep),
         Command::State { id } => state::run(&ctx, id),
         Command::Kill { all, id, signal } => kill::run(&ctx, id, signal.as_deref(), *all),
         Command::Delete { force, id } => delete::run(&ctx, id, *force),

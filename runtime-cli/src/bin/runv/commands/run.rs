@@ -1,6 +1,6 @@
-//! `runv run`: create + start, then (without `--detach`) wait for the init's shim and
-//! exit with its status. Signals runv receives meanwhile go to the shim, which forwards
-//! them to the process.
+//! `runv run`: create + start, then (without `--detach`) wait for the init's shim, delete
+//! the container (unless `--keep`, as runc) and exit with the process's status. Signals
+//! runv receives meanwhile go to the shim, which forwards them to the process.
 
 use anyhow::Result;
 use nix::sys::signal::{SigSet, Signal};
@@ -9,7 +9,7 @@ use runtime::sandbox::{self, Teardown};
 use super::{exit_code, Ctx};
 use crate::cli::CreateArgs;
 
-pub fn run(ctx: &Ctx, a: &CreateArgs, detach: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     let sandbox::Created {
         locked, mut shim, ..
     } = super::create::create(ctx, a, !detach)?;
@@ -42,5 +42,11 @@ pub fn run(ctx: &Ctx, a: &CreateArgs, detach: bool) -> Result<i32> {
         }
     });
     let status = shim.child.wait()?;
+    if !keep {
+        let (locked, state) = ctx.root.open(&a.id)?;
+        for w in sandbox::destroy(locked, &state, Teardown::Graceful)? {
+            tracing::warn!("{w}");
+        }
+    }
     Ok(exit_code(status))
 }
