@@ -27,7 +27,7 @@ phase() {
 }
 
 phase "packages" ensure_packages busybox-static libseccomp-dev cpio qemu-system-x86 linux-source-6.1 \
-  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev || exit 1
+  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev jq file runc containerd || exit 1
 # Old target dirs (other Cargo.lock versions) only pile up in CI's long-lived cache.
 [[ ${CI:-} == true ]] && prune_targets
 phase "cargo fmt" cargo fmt --all -- --check
@@ -61,10 +61,15 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["executable"])' | tr '\n' ' ')
 export RUNV_AGENT_SUITES
+# runv, its shim and hyperctl, as a user gets them: runv-vmm beside runv, the guest kernel
+# and the agent initramfs named by the environment (docs/runtime.md).
+export RUNV_KERNEL=$RUNV_GUEST_KERNEL RUNV_INITRD=$RUNV_AGENT_INITRD
+export RUNTIME=$CARGO_TARGET_DIR/release/runv HYPERCTL=$CARGO_TARGET_DIR/release/hyperctl
 phase "kvmbox self-test" tests/kvmbox/selftest.sh
-phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --env RUNV_MARKER_INITRD --env RUNV_BLK_INITRD \
-  --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD --env RUNV_AGENT_INITRD --env RUNV_AGENT_SUITES \
-  -- tests/e2e/run-all.sh
+phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --timeout 3600 --env RUNV_MARKER_INITRD \
+  --env RUNV_BLK_INITRD --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD \
+  --env RUNV_AGENT_INITRD --env RUNV_AGENT_SUITES --env RUNV_KERNEL --env RUNV_INITRD \
+  --env RUNTIME --env HYPERCTL -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"

@@ -5,7 +5,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0 failed=0
-for suite in "$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/agent.sh; do
+# The runtime suites take RUNTIME (runv), HYPERCTL and RUNV_KERNEL/RUNV_INITRD from the
+# environment (scripts/test.sh).
+for suite in "$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/agent.sh \
+  "$here"/runtime.sh "$here"/containerd.sh "$here"/hyperctl.sh; do
   echo "# suite $(basename "$suite")"
   "$suite" 2>&1 | tee "$log"
   last=$(tail -n 1 "$log")
