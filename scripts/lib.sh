@@ -23,8 +23,10 @@ ensure_packages() {
 # prune_targets: keeps the current target dir and removes older ones.
 prune_targets() {
   local d
-  for d in "$RUNV_CACHE_DIR"/target-*; do
-    [[ -d $d && $d != "$CARGO_TARGET_DIR" ]] && rm -rf "$d"
+  # Only the Cargo.lock-keyed dirs (target-<16 hex digits>): other target dirs under the
+  # cache (a developer's own CARGO_TARGET_DIR) are not ours to remove.
+  for d in "$RUNV_CACHE_DIR"/target-[0-9a-f]*; do
+    [[ -d $d && $d != "$CARGO_TARGET_DIR" && ${d##*/target-} =~ ^[0-9a-f]{16}$ ]] && rm -rf "$d"
   done
   return 0
 }
