@@ -178,9 +178,10 @@ fails_with "bad -v" '-v relative:/x' hc run --name n2 -v relative:/x "$SHORT" tr
 fails_with "bad -w" 'working directory' hc run --name n3 -w rel "$SHORT" true
 fails_with "unknown user" 'nosuchuser' hc run --name n4 -u nosuchuser "$SHORT" true
 fails_with "-d with --rm" 'cannot be combined' hc run -d --rm --name n5 "$SHORT" true
-hc run --name n6 "$SHORT" /no/such/binary >/dev/null 2>"$work/n6.err"
+hc run --rm --name n6 "$SHORT" /no/such/binary >/dev/null 2>"$work/n6.err"
 rc=$?
 [[ $rc != 0 ]] && ok "a missing command fails (exit $rc)" || not_ok "a missing command: exit 0"
+show "$work/n6.err"
 for n in n1 n2 n3 n4 n5 n6; do nothing_left "failed run $n" "$n"; done
 # A run killed while preparing its bundle leaves a directory without a record: rm frees it.
 mkdir -p "$root/containers/orphan/bundle"

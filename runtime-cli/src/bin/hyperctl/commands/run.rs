@@ -73,7 +73,8 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<i32> {
         run_plain(&runv, &containers, &name, a.interactive)
     };
     // Whatever happened, the VM goes: an exited container keeps no VM, only its record.
-    let known = runv.status(&name);
+    // (runv run in the foreground deletes its container itself, as runc does; this covers
+    // a runv that did not get that far.)
     let deleted = runv.delete(&name, true);
     let code = match code {
         Ok(c) => c,
@@ -83,11 +84,10 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<i32> {
         }
     };
     deleted.with_context(|| format!("deleting container {name} from runv"))?;
-    if a.rm || matches!(known, Ok(None)) {
-        // --rm, or runv never had the container (it failed to create it and said why):
-        // nothing of the run stays.
+    if a.rm {
         containers.remove(&name)?;
     } else {
+        // As docker: the exited container stays, with its exit code, until `rm`.
         rec.exit_code = Some(code);
         containers.save(&rec)?;
     }
