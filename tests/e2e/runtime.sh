@@ -184,7 +184,9 @@ running() {
   local id=$1
   shift
   bundle_make "$work/$id" --cgroups-path "$cg/$id" --hostname "$id" "$@" &&
-    create "$id" "$work/$id" && rt start "$id" && wait_status "$id" running 30
+    create "$id" "$work/$id" && rt start "$id" && wait_status "$id" running 30 && return 0
+  show "$work/$id.err"
+  return 1
 }
 
 # fails_with WHAT PATTERN CMD...: CMD fails (non-zero) and its stderr matches PATTERN.
