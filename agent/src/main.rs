@@ -102,11 +102,19 @@ fn init_logging(pid1: bool) {
             return;
         }
     }
-    // Not `std::io::stderr`: its global lock is the same hazard as above.
-    let writer = || -> Box<dyn std::io::Write> {
-        use std::os::fd::AsFd;
-        match std::io::stderr().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(fd)),
+    // Not `std::io::stderr`: its global lock is the same hazard as above. And not fd 2
+    // at the time of writing: in a container process the builder cloned (builder.rs),
+    // fd 2 is the container's stderr by then, and libcontainer's own warnings must not
+    // land there. A CLOEXEC duplicate taken now keeps pointing at the agent's stderr.
+    use std::os::fd::AsFd;
+    let Ok(log) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        builder.with_writer(std::io::sink).init();
+        return;
+    };
+    let log = std::fs::File::from(log);
+    let writer = move || -> Box<dyn std::io::Write> {
+        match log.try_clone() {
+            Ok(f) => Box::new(f),
             Err(_) => Box::new(std::io::sink()),
         }
     };
