@@ -69,7 +69,7 @@ phase "kvmbox self-test" tests/kvmbox/selftest.sh
 phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --timeout 3600 --env RUNV_MARKER_INITRD \
   --env RUNV_BLK_INITRD --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD \
   --env RUNV_AGENT_INITRD --env RUNV_AGENT_SUITES --env RUNV_KERNEL --env RUNV_INITRD \
-  --env RUNTIME --env HYPERCTL -- tests/e2e/run-all.sh
+  --env RUNTIME --env HYPERCTL --env RUNV_E2E_RUNTIME -- tests/e2e/run-all.sh
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED phases: ${failed[*]}"
