@@ -27,7 +27,8 @@ phase() {
 }
 
 phase "packages" ensure_packages busybox-static libseccomp-dev cpio qemu-system-x86 linux-source-6.1 \
-  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev jq file runc containerd || exit 1
+  bc bison flex libelf-dev libssl-dev xz-utils kmod python3 gcc libc6-dev jq file runc containerd \
+  docker-registry skopeo || exit 1
 # Old target dirs (other Cargo.lock versions) only pile up in CI's long-lived cache.
 [[ ${CI:-} == true ]] && prune_targets
 phase "cargo fmt" cargo fmt --all -- --check
