@@ -470,7 +470,8 @@ impl Manager {
                     .map(|p| p.pid as u32)
                     .collect();
             }
-            Ok(Response::Processes { pids })
+            let processes = crate::procinfo::read_all(std::path::Path::new("/proc"), &pids);
+            Ok(Response::Processes { pids, processes })
         })
     }
 

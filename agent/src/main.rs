@@ -9,6 +9,7 @@ mod builder;
 mod cgroup;
 mod containers;
 mod pid1;
+mod procinfo;
 mod reaper;
 mod stdio;
 mod transport;

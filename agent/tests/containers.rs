@@ -345,9 +345,16 @@ fn exec_joins_a_running_container() {
         },
     )
     .unwrap();
+    // The init (`exec sleep 60`) is listed, with what the guest's /proc says about it.
+    let Response::Processes { pids, processes } = pids else {
+        panic!("list_processes answered {pids:?}");
+    };
+    assert!(!pids.is_empty());
     assert!(
-        matches!(pids, Response::Processes { ref pids } if !pids.is_empty()),
-        "{pids:?}"
+        processes
+            .iter()
+            .any(|p| p.cmd == "sleep 60" && pids.contains(&p.pid) && p.uid == 0),
+        "{processes:?}"
     );
     call(
         &mut c,

@@ -336,6 +336,7 @@ fn oversized_answer_is_replaced_by_an_error() {
     let mut out = Vec::new();
     let big = Response::Processes {
         pids: vec![u32::MAX; 1000],
+        processes: vec![],
     };
     crate::server::write_response(&mut out, Some(3), &big, 1024).unwrap();
     let frames: Vec<ResponseFrame> = frames_of(&out);

@@ -37,7 +37,8 @@ pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use handshake::{Handshake, HandshakeError};
 pub use message::{
     ContainerInfo, ContainerStats, ContainerStatus, CpuStats, DnsConfig, ErrorCode, ErrorResponse,
-    ExitStatus, MemoryStats, PidsStats, Request, RequestFrame, Response, ResponseFrame, StdioPorts,
+    ExitStatus, MemoryStats, PidsStats, ProcessInfo, Request, RequestFrame, Response,
+    ResponseFrame, StdioPorts,
 };
 pub use server::{ReadRequestError, Server, ServerError};
 pub use share::{ShareError, ShareLocation, GUEST_SHARE_ROOT};

@@ -15,7 +15,7 @@ pub(crate) mod tests;
 pub use request::{DnsConfig, Request, StdioPorts};
 pub use response::{
     ContainerInfo, ContainerStats, ContainerStatus, CpuStats, ErrorCode, ErrorResponse, ExitStatus,
-    MemoryStats, PidsStats, Response,
+    MemoryStats, PidsStats, ProcessInfo, Response,
 };
 
 use serde::de::IgnoredAny;

@@ -151,6 +151,23 @@ pub struct PidsStats {
     pub limit: Option<u64>,
 }
 
+/// One process of a container as the guest's /proc shows it (what `runv ps` prints).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// The one-letter state of /proc/PID/stat (`R`, `S`, `D`, `Z`, `T`, ...).
+    pub state: String,
+    /// User plus system CPU time, in clock ticks (`utime + stime`).
+    pub cpu_ticks: u64,
+    /// The command line, arguments joined by spaces; `[comm]` when it is empty (a
+    /// zombie or a kernel thread), as ps shows it.
+    pub cmd: String,
+}
+
 /// What `Stats` answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -175,8 +192,14 @@ pub enum Response {
     Exited { status: ExitStatus },
     /// `State`.
     State { state: ContainerInfo },
-    /// `ListProcesses`: guest PIDs.
-    Processes { pids: Vec<u32> },
+    /// `ListProcesses`: guest PIDs, and what the guest's /proc says about each of them
+    /// (empty from an agent that predates it; a process that exited between listing and
+    /// reading has no entry).
+    Processes {
+        pids: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        processes: Vec<ProcessInfo>,
+    },
     /// `Stats`.
     Stats { stats: ContainerStats },
     /// Any request can fail.

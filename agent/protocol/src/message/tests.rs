@@ -118,6 +118,18 @@ pub(crate) fn all_responses() -> Vec<Response> {
         },
         Response::Processes {
             pids: vec![42, 43, 50],
+            processes: vec![],
+        },
+        Response::Processes {
+            pids: vec![42],
+            processes: vec![ProcessInfo {
+                pid: 42,
+                ppid: 1,
+                uid: 0,
+                state: "S".into(),
+                cpu_ticks: 7,
+                cmd: "sleep 1000".into(),
+            }],
         },
         Response::Stats {
             stats: ContainerStats {

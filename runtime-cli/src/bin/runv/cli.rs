@@ -125,7 +125,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         format: ListFormat,
         id: String,
-        /// Accepted and ignored (ps options)
+        /// ps options: only `-ef` (the default); the processes are read from the guest
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },

@@ -74,7 +74,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Kill { all, id, signal } => kill::run(&ctx, id, signal.as_deref(), *all),
         Command::Delete { force, id } => delete::run(&ctx, id, *force),
         Command::Exec(a) => exec::run(&ctx, a),
-        Command::Ps { format, id, .. } => ps::run(&ctx, id, *format),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps::run(&ctx, id, *format, ps_args),
         Command::List { format, quiet } => list::run(&ctx, *format, *quiet),
         Command::Pause { id } => pause::run(&ctx, id, true),
         Command::Resume { id } => pause::run(&ctx, id, false),
