@@ -1,6 +1,6 @@
 //! Container images for hyperctl: reading images from OCI layouts, OCI tarballs and
 //! `docker save` archives into a content-addressed store, unpacking their layers safely,
-//! and preparing OCI bundles from them. See docs/images.md.
+//! preparing OCI bundles from them, and pulling images from registries. See docs/images.md.
 
 pub mod bundle;
 pub mod compress;
@@ -11,17 +11,21 @@ pub mod unpack;
 
 pub use digest::Digest;
 pub mod reference;
+pub mod registry;
 pub mod spec;
 pub mod store;
 pub mod user;
 
 pub use bundle::{prepare_bundle, BindMount, BundleError, Overrides};
 pub use import::{import_path, ImportError, ImportOptions, Imported};
-pub use store::{Image, ImageRecord, Store, StoreError};
+pub use registry::{pull, Platform, PullOptions, Pulled, RegistryError};
+pub use store::{BlobWriter, Image, ImageRecord, Store, StoreError};
 
 #[cfg(test)]
 mod bundle_tests;
 #[cfg(test)]
 mod import_tests;
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 pub(crate) mod testutil;

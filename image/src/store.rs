@@ -250,6 +250,31 @@ impl Store {
         ))
     }
 
+    /// Starts writing a blob pushed in pieces (a registry download): the bytes go to
+    /// `tmp/` while hashed, and [`BlobWriter::commit`] renames them into `blobs/` only if
+    /// they hash to `expected` and, when given, number `expected_size` (more bytes than
+    /// that are refused as they arrive). A writer dropped uncommitted removes its file.
+    /// `None` when the store already has the blob.
+    pub fn blob_writer(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Option<BlobWriter>, StoreError> {
+        if self.has_blob(expected) {
+            return Ok(None);
+        }
+        let tmp = self.tmp_path("blob");
+        let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        Ok(Some(BlobWriter {
+            store: self.clone(),
+            expected: expected.clone(),
+            expected_size,
+            inner: Some(HashingWriter::new(io::BufWriter::new(file))),
+            written: 0,
+            tmp,
+        }))
+    }
+
     fn write_tmp(&self, mut reader: impl Read) -> Result<(PathBuf, Digest, u64), StoreError> {
         let tmp = self.tmp_path("blob");
         let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
@@ -496,5 +521,97 @@ impl Store {
             out.push(self.layer(&diff, &blob)?);
         }
         Ok(out)
+    }
+}
+
+/// A blob being written piece by piece; see [`Store::blob_writer`].
+pub struct BlobWriter {
+    store: Store,
+    expected: Digest,
+    expected_size: Option<u64>,
+    inner: Option<HashingWriter<io::BufWriter<File>>>,
+    written: u64,
+    tmp: PathBuf,
+}
+
+impl BlobWriter {
+    /// The digest the content must have.
+    pub fn digest(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// Appends `data`. Refuses (and discards the blob) when this goes past the expected size.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let w = self.inner.as_mut().expect("not committed");
+        let total = self.written + data.len() as u64;
+        if let Some(limit) = self.expected_size.filter(|&l| total > l) {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.clone(),
+                expected: limit,
+                actual: total,
+            });
+        }
+        w.write_all(data).map_err(io_err("writing", &self.tmp))?;
+        self.written = total;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks digest and size and moves the blob into the store. On a mismatch the blob
+    /// is discarded and nothing is stored.
+    pub fn commit(mut self) -> Result<PutBlob, StoreError> {
+        let mut w = self.inner.take().expect("not committed");
+        let flushed = w.flush();
+        let (actual, size, buf) = w.finish();
+        let synced = flushed
+            .and_then(|_| buf.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_all());
+        if let Err(e) = synced {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(io_err("writing", &self.tmp)(e));
+        }
+        let check = if actual != self.expected {
+            Err(StoreError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            })
+        } else if self.expected_size.is_some_and(|s| s != size) {
+            Err(StoreError::SizeMismatch {
+                digest: self.expected.clone(),
+                expected: self.expected_size.unwrap_or(0),
+                actual: size,
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = check {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        if self.store.has_blob(&self.expected) {
+            // Another pull stored it meanwhile.
+            let _ = std::fs::remove_file(&self.tmp);
+            return Ok(PutBlob {
+                size,
+                created: false,
+            });
+        }
+        self.store.commit_tmp(&self.tmp, &self.expected)?;
+        Ok(PutBlob {
+            size,
+            created: true,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.inner.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

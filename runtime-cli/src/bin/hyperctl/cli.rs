@@ -1,5 +1,5 @@
-//! hyperctl's command line: docker-like verbs over runv. One variant per verb; the
-//! registry verb `pull` will slot in next to `load` (see docs/hyperctl.md).
+//! hyperctl's command line: docker-like verbs over runv. One variant per verb (see
+//! docs/hyperctl.md).
 
 use std::path::PathBuf;
 
@@ -31,6 +31,17 @@ pub enum Command {
         /// The archive or layout directory
         #[arg(short, long)]
         input: PathBuf,
+    },
+    /// Pull an image from a registry into the store
+    Pull {
+        /// Use plain HTTP for the registry (a local test registry), not HTTPS
+        #[arg(long)]
+        insecure: bool,
+        /// Platform to pick from a multi-platform image, OS/ARCH[/VARIANT] (default: linux/<host arch>)
+        #[arg(long)]
+        platform: Option<String>,
+        /// NAME[:TAG|@DIGEST], e.g. busybox, localhost:5000/app:v1
+        image: String,
     },
     /// List the images in the store
     Images,
@@ -203,6 +214,16 @@ mod tests {
             parse(&["rm", "-f", "x"]).unwrap().command,
             Command::Rm { force: true, .. }
         ));
+        let c = parse(&["pull", "--insecure", "127.0.0.1:5000/x:t"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Pull { insecure: true, platform: None, ref image } if image == "127.0.0.1:5000/x:t"
+        ));
+        let c = parse(&["pull", "--platform", "linux/arm64", "busybox"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Pull { insecure: false, platform: Some(ref p), .. } if p == "linux/arm64"
+        ));
         let c = parse(&["load", "-i", "/t.tar"]).unwrap();
         assert!(
             matches!(c.command, Command::Load { ref input } if input == &PathBuf::from("/t.tar"))
@@ -223,6 +244,9 @@ mod tests {
             &["stop", "-t", "soon", "x"],
             &["rm"],
             &["load"],
+            &["pull"],
+            &["pull", "--platform"],
+            &["pull", "a", "b"],
             &["frobnicate"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");

@@ -1,10 +1,11 @@
-//! One file per verb. `pull` (registry) will be `pull.rs`, writing into the same store
-//! through `Store::put_blob`, and `run` will then pull a name it does not have.
+//! One file per verb. `pull` (registry) writes into the same store as `load`, through
+//! the store's digest-checked blob writer.
 
 mod images;
 mod load;
 mod logs;
 mod ps;
+mod pull;
 mod rm;
 mod rmi;
 mod run;
@@ -22,6 +23,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Run(a) => run::run(root, a),
         Command::Load { input } => load::load(root, input).map(|()| 0),
+        Command::Pull {
+            insecure,
+            platform,
+            image,
+        } => pull::pull(root, image, *insecure, platform.as_deref()),
         Command::Images => images::images(root).map(|()| 0),
         Command::Rmi { image } => rmi::rmi(root, image).map(|()| 0),
         Command::Ps { all } => ps::ps(root, *all).map(|()| 0),

@@ -1,0 +1,753 @@
+//! Pulling images from an OCI distribution registry (the Docker registry v2 API) into the
+//! store, with the `oci-client` crate for HTTP, the anonymous bearer-token flow and
+//! manifest requests.
+//!
+//! Every blob goes through the store's checked writer ([`Store::blob_writer`]): streamed
+//! to `tmp/` while hashed, renamed into `blobs/` only if digest and size match. Blobs the
+//! store has are not downloaded again. The blobs a pull created are removed again if it
+//! fails or is dropped (Ctrl-C), and its layers are extracted before the image gets its
+//! name, so a failed pull leaves no image, and the name keeps what it had before.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::digest::Digest;
+use crate::reference::{Reference, ReferenceError};
+use crate::store::{Image, ImageRecord, Store, StoreError, MAX_JSON_BLOB};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// What the manifest request accepts. Schema 1 is listed so that a registry holding only
+/// that answers with it and we can say why it is refused, rather than a bare 404.
+const ACCEPT: [&str; 6] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_LIST,
+    DOCKER_SCHEMA1_SIGNED,
+    DOCKER_SCHEMA1,
+];
+
+/// Layer media types we can unpack (the store detects gzip/zstd from the bytes).
+const LAYER_TYPES: [&str; 8] = [
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+];
+
+/// Nested indexes followed at most.
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// Errors of pulling. Each names the image reference, registry or blob concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("platform {0:?} is not of the form OS/ARCH[/VARIANT] (e.g. linux/amd64)")]
+    BadPlatform(String),
+    #[error("cannot reach registry {registry}: {detail}")]
+    Unreachable { registry: String, detail: String },
+    #[error("registry {registry}: TLS handshake failed ({detail}); if it serves plain HTTP, pull with --insecure")]
+    Tls { registry: String, detail: String },
+    #[error("{reference} not found in {registry}")]
+    NotFound { reference: String, registry: String },
+    #[error("registry {registry} refused anonymous access to {repository} (HTTP 401); hyperctl pull has no credentials support")]
+    Unauthorized {
+        registry: String,
+        repository: String,
+    },
+    #[error("{reference}: Docker image manifest schema 1 is not supported (deprecated); push the image again with a current docker or skopeo")]
+    Schema1 { reference: String },
+    #[error("{reference}: manifest {digest} has media type {media_type:?}, not an image manifest or index")]
+    UnsupportedManifest {
+        reference: String,
+        digest: Digest,
+        media_type: String,
+    },
+    #[error("{reference} is not a container image: {why}")]
+    NotAnImage { reference: String, why: String },
+    #[error("{reference}: no manifest for {platform} in the image index (it has {found:?})")]
+    NoPlatform {
+        reference: String,
+        platform: Platform,
+        found: Vec<String>,
+    },
+    #[error(
+        "{reference}: the registry sent a manifest with digest {actual}, not {expected}; rejected"
+    )]
+    ManifestDigest {
+        reference: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{reference}: manifest {digest} is not valid: {why}")]
+    BadManifest {
+        reference: String,
+        digest: Digest,
+        why: String,
+    },
+    #[error("pulling blob {digest} from {registry}: {detail}")]
+    Download {
+        registry: String,
+        digest: Digest,
+        detail: String,
+    },
+    #[error("{reference}: {source}")]
+    Extract {
+        reference: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error(transparent)]
+    Store(Box<StoreError>),
+    #[error("registry {registry}: {detail}")]
+    Registry { registry: String, detail: String },
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Box::new(e))
+    }
+}
+
+/// An `os/arch[/variant]` platform, picked from image indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Default for Platform {
+    /// `linux/<host arch>`.
+    fn default() -> Self {
+        Self {
+            os: "linux".into(),
+            arch: crate::import::host_arch().into(),
+            variant: None,
+        }
+    }
+}
+
+impl FromStr for Platform {
+    type Err = RegistryError;
+    fn from_str(s: &str) -> Result<Self, RegistryError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = (2..=3).contains(&parts.len())
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+        if !ok {
+            return Err(RegistryError::BadPlatform(s.to_string()));
+        }
+        Ok(Self {
+            os: parts[0].into(),
+            arch: parts[1].into(),
+            variant: parts.get(2).map(|v| v.to_string()),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How to pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Plain HTTP instead of HTTPS for the image's registry.
+    pub insecure: bool,
+    pub platform: Platform,
+}
+
+/// A pulled image.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The normalised name it is stored under.
+    pub name: String,
+    /// The digest the registry knows the reference by (an index's, for a multi-platform
+    /// image): `NAME@<digest>` pulls the same again.
+    pub digest: Digest,
+    pub record: ImageRecord,
+}
+
+/// What a pull reports about each layer, in order, for a progress display.
+pub trait Progress {
+    /// The layers of the image, before any is fetched.
+    fn layers(&mut self, _layers: &[(Digest, u64)]) {}
+    /// The store already has this layer.
+    fn exists(&mut self, digest: &Digest, size: u64);
+    /// Starting the download of `size` bytes.
+    fn start(&mut self, digest: &Digest, size: u64);
+    /// `done` bytes of it are stored so far.
+    fn advance(&mut self, digest: &Digest, done: u64);
+    /// Downloaded and verified.
+    fn done(&mut self, digest: &Digest);
+}
+
+/// A manifest as fetched: an image index (or Docker manifest list) or an image manifest.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Versioned {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    manifests: Option<serde_json::Value>,
+    config: Option<serde_json::Value>,
+}
+
+/// Parses a manifest body, telling indexes from image manifests by `mediaType` (or, when
+/// absent as OCI allows, by their fields). Schema 1 and other media types are refused.
+pub fn parse_manifest(
+    reference: &str,
+    digest: &Digest,
+    body: &[u8],
+) -> Result<Fetched, RegistryError> {
+    let bad = |why: String| RegistryError::BadManifest {
+        reference: reference.to_string(),
+        digest: digest.clone(),
+        why,
+    };
+    let v: Versioned = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    let mt = v.media_type.as_deref();
+    if v.schema_version == Some(1) || matches!(mt, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) {
+        return Err(RegistryError::Schema1 {
+            reference: reference.to_string(),
+        });
+    }
+    if v.schema_version != Some(2) {
+        return Err(bad(format!(
+            "schemaVersion is {:?}, not 2",
+            v.schema_version
+        )));
+    }
+    let is_index = match mt {
+        Some(OCI_INDEX | DOCKER_LIST) => true,
+        Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
+        Some(other) => {
+            return Err(RegistryError::UnsupportedManifest {
+                reference: reference.to_string(),
+                digest: digest.clone(),
+                media_type: other.to_string(),
+            })
+        }
+        None if v.manifests.is_some() => true,
+        None if v.config.is_some() => false,
+        None => {
+            return Err(bad(
+                "neither manifests nor config: no mediaType to tell".into()
+            ))
+        }
+    };
+    if is_index {
+        serde_json::from_slice(body)
+            .map(|i| Fetched::Index(Box::new(i)))
+            .map_err(|e| bad(format!("as an image index: {e}")))
+    } else {
+        serde_json::from_slice(body)
+            .map(|m| Fetched::Manifest(Box::new(m)))
+            .map_err(|e| bad(format!("as an image manifest: {e}")))
+    }
+}
+
+/// The index entry for `platform`: same OS and architecture, and the variant when one is
+/// asked for. `None` when the index has none.
+pub fn pick_platform<'i>(index: &'i ImageIndex, platform: &Platform) -> Option<&'i Descriptor> {
+    index.manifests().iter().find(|d| {
+        d.platform().as_ref().is_some_and(|p| {
+            p.os().to_string() == platform.os
+                && p.architecture().to_string() == platform.arch
+                && platform
+                    .variant
+                    .as_ref()
+                    .as_ref()
+                    .map_or(true, |v| p.variant().as_deref() == Some(v.as_str()))
+        })
+    })
+}
+
+/// The platforms an index lists, for error messages.
+fn platforms(index: &ImageIndex) -> Vec<String> {
+    index
+        .manifests()
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .map(|p| {
+            let mut s = format!("{}/{}", p.os(), p.architecture());
+            if let Some(v) = p.variant() {
+                s.push('/');
+                s.push_str(v);
+            }
+            s
+        })
+        .collect()
+}
+
+/// Refuses manifests whose config is not an image config or whose layers we cannot
+/// unpack (foreign/Windows layers, encrypted layers, artifacts of other kinds).
+pub fn check_image_manifest(reference: &str, m: &ImageManifest) -> Result<(), RegistryError> {
+    let not_image = |why: String| RegistryError::NotAnImage {
+        reference: reference.to_string(),
+        why,
+    };
+    let cmt = m.config().media_type().to_string();
+    if cmt != OCI_CONFIG && cmt != DOCKER_CONFIG {
+        return Err(not_image(format!("its config has media type {cmt:?}")));
+    }
+    for l in m.layers() {
+        let lmt = l.media_type().to_string();
+        if !LAYER_TYPES.contains(&lmt.as_str()) {
+            return Err(not_image(format!(
+                "layer {} has media type {lmt:?}, which hyperctl cannot unpack",
+                l.digest()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Our digest type from an OCI descriptor's (sha256 only).
+fn desc_digest(reference: &str, d: &Descriptor) -> Result<Digest, RegistryError> {
+    d.digest()
+        .to_string()
+        .parse()
+        .map_err(|e| RegistryError::NotAnImage {
+            reference: reference.to_string(),
+            why: format!("{e}"),
+        })
+}
+
+/// The registry's text for an error, with its causes ("error sending request: ...: dns error").
+fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// Whether a transport error is a failed TLS handshake (such as a TLS client talking to a
+/// plain-HTTP server, which answers with bytes that are no TLS record).
+fn is_tls_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "tls",
+        "certificate",
+        "corrupt message",
+        "handshake",
+        "invalidcontenttype",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+}
+
+/// Where in the pull an error happened, to name it.
+struct Ctx<'a> {
+    registry: &'a str,
+    repository: &'a str,
+    reference: &'a str,
+}
+
+/// Turns an oci-client error into ours, naming the input.
+fn classify(e: OciDistributionError, ctx: &Ctx<'_>) -> RegistryError {
+    let registry = ctx.registry.to_string();
+    let not_found = || RegistryError::NotFound {
+        reference: ctx.reference.to_string(),
+        registry: registry.clone(),
+    };
+    let unauthorized = || RegistryError::Unauthorized {
+        registry: registry.clone(),
+        repository: ctx.repository.to_string(),
+    };
+    match e {
+        OciDistributionError::RequestError(re) => {
+            let detail = chain_text(&re);
+            if is_tls_failure(&detail) {
+                RegistryError::Tls { registry, detail }
+            } else if re.is_connect() || re.is_timeout() {
+                RegistryError::Unreachable { registry, detail }
+            } else {
+                RegistryError::Registry { registry, detail }
+            }
+        }
+        OciDistributionError::UnauthorizedError { .. } => unauthorized(),
+        OciDistributionError::AuthenticationFailure(_) => unauthorized(),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let unknown = envelope.errors.iter().any(|x| {
+                matches!(
+                    x.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            });
+            let denied = envelope
+                .errors
+                .iter()
+                .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied));
+            if unknown {
+                not_found()
+            } else if denied {
+                unauthorized()
+            } else {
+                RegistryError::Registry {
+                    registry,
+                    detail: envelope.to_string(),
+                }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => not_found(),
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => unauthorized(),
+        other => RegistryError::Registry {
+            registry,
+            detail: chain_text(&other),
+        },
+    }
+}
+
+/// Blobs a pull created, removed when it is dropped before [`Created::keep`].
+struct Created<'s> {
+    store: &'s Store,
+    blobs: Vec<Digest>,
+    keep: bool,
+}
+
+impl Created<'_> {
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Created<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for d in &self.blobs {
+            if let Err(e) = self.store.remove_blob(d) {
+                tracing::warn!(error = %e, "removing a blob of a failed pull");
+            }
+        }
+    }
+}
+
+/// The pull of one reference.
+struct Puller<'a> {
+    client: Client,
+    oref: oci_client::Reference,
+    ctx: Ctx<'a>,
+    created: Created<'a>,
+}
+
+/// Pulls `name` from its registry into `store` and names it there, as `load` does for an
+/// archive. Anonymous access only (with the registry's bearer-token flow).
+pub async fn pull(
+    store: &Store,
+    name: &str,
+    opts: &PullOptions,
+    progress: &mut dyn Progress,
+) -> Result<Pulled, RegistryError> {
+    let reference: Reference = name.parse()?;
+    let key = reference.to_string();
+    let _hold = store.hold()?;
+    let oref = match (&reference.tag, &reference.digest) {
+        (Some(t), Some(d)) => oci_client::Reference::with_tag_and_digest(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            t.clone(),
+            d.to_string(),
+        ),
+        (_, Some(d)) => oci_client::Reference::with_digest(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            d.to_string(),
+        ),
+        (t, None) => oci_client::Reference::with_tag(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            t.clone()
+                .unwrap_or_else(|| crate::reference::DEFAULT_TAG.into()),
+        ),
+    };
+    let mut p = Puller {
+        client: client(opts, oref.resolve_registry())?,
+        oref,
+        ctx: Ctx {
+            registry: &reference.registry,
+            repository: &reference.repository,
+            reference: &key,
+        },
+        created: Created {
+            store,
+            blobs: Vec::new(),
+            keep: false,
+        },
+    };
+    let (top_digest, fetched) = p.manifest(None, reference.digest.as_ref()).await?;
+    let (manifest_digest, manifest) = p.resolve(top_digest.clone(), fetched, opts).await?;
+    check_image_manifest(&key, &manifest)?;
+
+    let config_digest = desc_digest(&key, manifest.config())?;
+    p.blob(store, &config_digest, manifest.config().size(), None)
+        .await?;
+    let config: ImageConfiguration = store.read_json(&config_digest, "an image config")?;
+    let (nl, nd) = (manifest.layers().len(), config.rootfs().diff_ids().len());
+    if nl != nd {
+        return Err(RegistryError::NotAnImage {
+            reference: key.clone(),
+            why: format!("the manifest lists {nl} layers but the config {nd} diff ids"),
+        });
+    }
+    let mut layers = Vec::new();
+    for l in manifest.layers() {
+        layers.push((desc_digest(&key, l)?, l.size()));
+    }
+    progress.layers(&layers);
+    for (d, size) in &layers {
+        p.blob(store, d, *size, Some(&mut *progress)).await?;
+    }
+    let record = ImageRecord {
+        manifest: manifest_digest,
+        config: config_digest,
+        size: manifest.config().size() + layers.iter().map(|(_, s)| s).sum::<u64>(),
+        created: config.created().clone(),
+    };
+    // Extract before naming: a hostile or corrupt layer fails the pull, not a later run.
+    let image = Image {
+        name: key.clone(),
+        record: record.clone(),
+        manifest,
+        config,
+    };
+    store
+        .layers(&image)
+        .map_err(|source| RegistryError::Extract {
+            reference: key.clone(),
+            source: Box::new(source),
+        })?;
+    store.tag(&key, &record)?;
+    p.created.keep();
+    Ok(Pulled {
+        name: key.clone(),
+        digest: top_digest,
+        record,
+    })
+}
+
+fn client(opts: &PullOptions, registry: &str) -> Result<Client, RegistryError> {
+    // reqwest is built without a default crypto provider (ring is lighter than aws-lc-rs);
+    // installing fails only when one is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = ClientConfig {
+        protocol: if opts.insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(120)),
+        ..ClientConfig::default()
+    };
+    Client::try_from(config).map_err(|e| RegistryError::Registry {
+        registry: registry.to_string(),
+        detail: format!("setting up the HTTP client: {}", chain_text(&e)),
+    })
+}
+
+impl Puller<'_> {
+    /// Fetches the manifest of the reference, or of `by_digest` in its repository, and
+    /// checks its digest against `expected` (the digest asked for) when given.
+    async fn manifest(
+        &mut self,
+        by_digest: Option<&Digest>,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, Fetched), RegistryError> {
+        let r = match by_digest {
+            Some(d) => self.oref.clone_with_digest(d.to_string()),
+            None => self.oref.clone(),
+        };
+        let (body, _) = self
+            .client
+            .pull_manifest_raw(&r, &RegistryAuth::Anonymous, &ACCEPT)
+            .await
+            .map_err(|e| match e {
+                // oci-client compares the body with the digest asked for.
+                OciDistributionError::DigestError(
+                    oci_client::errors::DigestError::VerificationError { actual, .. },
+                ) if expected.is_some() => RegistryError::ManifestDigest {
+                    reference: self.ctx.reference.to_string(),
+                    expected: expected.cloned().expect("checked"),
+                    actual: actual.parse().unwrap_or_else(|_| Digest::of(b"")),
+                },
+                e => classify(e, &self.ctx),
+            })?;
+        let actual = Digest::of(&body);
+        if let Some(want) = expected {
+            if &actual != want {
+                return Err(RegistryError::ManifestDigest {
+                    reference: self.ctx.reference.to_string(),
+                    expected: want.clone(),
+                    actual,
+                });
+            }
+        }
+        if body.len() as u64 > MAX_JSON_BLOB {
+            return Err(RegistryError::BadManifest {
+                reference: self.ctx.reference.to_string(),
+                digest: actual,
+                why: format!("larger than {MAX_JSON_BLOB} bytes"),
+            });
+        }
+        let fetched = parse_manifest(self.ctx.reference, &actual, &body)?;
+        if let Fetched::Manifest(_) = fetched {
+            let put = self
+                .created
+                .store
+                .put_blob(&actual, Some(body.len() as u64), &body[..])?;
+            if put.created {
+                self.created.blobs.push(actual.clone());
+            }
+        }
+        Ok((actual, fetched))
+    }
+
+    /// Follows indexes down to the image manifest for the platform.
+    async fn resolve(
+        &mut self,
+        mut digest: Digest,
+        mut fetched: Fetched,
+        opts: &PullOptions,
+    ) -> Result<(Digest, ImageManifest), RegistryError> {
+        for _ in 0..=MAX_INDEX_DEPTH {
+            let index = match fetched {
+                Fetched::Manifest(m) => return Ok((digest, *m)),
+                Fetched::Index(i) => i,
+            };
+            let entry =
+                pick_platform(&index, &opts.platform).ok_or_else(|| RegistryError::NoPlatform {
+                    reference: self.ctx.reference.to_string(),
+                    platform: opts.platform.clone(),
+                    found: platforms(&index),
+                })?;
+            let d = desc_digest(self.ctx.reference, entry)?;
+            tracing::debug!(index = %digest, manifest = %d, platform = %opts.platform, "picked from the index");
+            (digest, fetched) = self.manifest(Some(&d), Some(&d)).await?;
+        }
+        Err(RegistryError::BadManifest {
+            reference: self.ctx.reference.to_string(),
+            digest,
+            why: format!("image indexes nested more than {MAX_INDEX_DEPTH} deep"),
+        })
+    }
+
+    /// Downloads one blob into the store unless it is there.
+    async fn blob(
+        &mut self,
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        mut progress: Option<&mut dyn Progress>,
+    ) -> Result<(), RegistryError> {
+        let Some(mut w) = store.blob_writer(digest, Some(size))? else {
+            if let Some(p) = progress.as_deref_mut() {
+                p.exists(digest, size);
+            }
+            return Ok(());
+        };
+        if let Some(p) = progress.as_deref_mut() {
+            p.start(digest, size);
+        }
+        let download = |detail: String| RegistryError::Download {
+            registry: self.ctx.registry.to_string(),
+            digest: digest.clone(),
+            detail,
+        };
+        let desc = OciDescriptor {
+            digest: digest.to_string(),
+            size: size as i64,
+            ..OciDescriptor::default()
+        };
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.oref, &desc)
+            .await
+            .map_err(|e| match classify(e, &self.ctx) {
+                RegistryError::NotFound { .. } => download("not found in the repository".into()),
+                other => other,
+            })?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match mismatch(&e) {
+                Some(actual) => StoreError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                }
+                .into(),
+                None => download(chain_text(&e)),
+            })?;
+            w.write(&chunk)?;
+            if let Some(p) = progress.as_deref_mut() {
+                p.advance(digest, w.written());
+            }
+        }
+        let put = w.commit()?;
+        if put.created {
+            self.created.blobs.push(digest.clone());
+        }
+        if let Some(p) = progress {
+            p.done(digest);
+        }
+        Ok(())
+    }
+}
+
+/// The actual digest of a download oci-client's verifying stream found wrong.
+fn mismatch(e: &std::io::Error) -> Option<Digest> {
+    let inner = e.get_ref()?;
+    match inner.downcast_ref::<oci_client::errors::DigestError>()? {
+        oci_client::errors::DigestError::VerificationError { actual, .. } => actual.parse().ok(),
+        _ => None,
+    }
+}
