@@ -101,6 +101,12 @@ pub enum RegistryError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("{reference}: the manifest has digest {actual}, not {announced} as the registry announced; rejected (a signed Docker schema 1 manifest looks like this: schema 1 is not supported)")]
+    AnnouncedDigest {
+        reference: String,
+        announced: Digest,
+        actual: Digest,
+    },
     #[error("{reference}: manifest {digest} is not valid: {why}")]
     BadManifest {
         reference: String,
@@ -614,14 +620,36 @@ impl Puller<'_> {
             .pull_manifest_raw(&r, &RegistryAuth::Anonymous, &ACCEPT)
             .await
             .map_err(|e| match e {
-                // oci-client compares the body with the digest asked for.
+                // oci-client compares the body with the digest asked for and with the one
+                // the registry announces (Docker-Content-Digest).
                 OciDistributionError::DigestError(
-                    oci_client::errors::DigestError::VerificationError { actual, .. },
-                ) if expected.is_some() => RegistryError::ManifestDigest {
-                    reference: self.ctx.reference.to_string(),
-                    expected: expected.cloned().expect("checked"),
-                    actual: actual.parse().unwrap_or_else(|_| Digest::of(b"")),
-                },
+                    oci_client::errors::DigestError::VerificationError {
+                        expected: announced,
+                        actual,
+                    },
+                ) => {
+                    let reference = self.ctx.reference.to_string();
+                    match (announced.parse::<Digest>(), actual.parse::<Digest>()) {
+                        (Ok(a), Ok(actual)) if Some(&a) == expected => {
+                            RegistryError::ManifestDigest {
+                                reference,
+                                expected: a,
+                                actual,
+                            }
+                        }
+                        (Ok(announced), Ok(actual)) => RegistryError::AnnouncedDigest {
+                            reference,
+                            announced,
+                            actual,
+                        },
+                        _ => RegistryError::Registry {
+                            registry: self.ctx.registry.to_string(),
+                            detail: format!(
+                                "{reference}: manifest digest {actual} is not {announced}"
+                            ),
+                        },
+                    }
+                }
                 e => classify(e, &self.ctx),
             })?;
         let actual = Digest::of(&body);

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# hyperctl pull end to end, against Debian's docker-registry (Go distribution 2.8) started
+# here on 127.0.0.1 with the busybox test image pushed to it by skopeo. Runs on the host
+# (no VM) except the run-after-pull case, which needs RUNV_KERNEL (i.e. inside kvmbox):
+#
+#   HYPERCTL=target/debug/hyperctl tests/e2e/hyperctl-pull.sh
+#   tests/kvmbox/kvmbox --env HYPERCTL=... --env RUNV_KERNEL=... --env RUNV_INITRD=... \
+#     -- tests/e2e/hyperctl-pull.sh
+#
+# Cases: pull, images, pull again ("already exists"), pull by digest, rmi; errors naming
+# their input: HTTPS to a plain-HTTP registry, unknown tag and repository, no registry
+# listening, 401, schema 1, a tampered layer in the registry's storage; Ctrl-C and a
+# dropped connection mid-download (through a throttling TCP proxy of ours in front of the
+# real registry). After every failure the store has no blob, no temp file and no image.
+# Every call is time-limited; the EXIT trap stops the registries and the proxy and removes
+# the temp dir.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../lib.sh"
+
+HYPERCTL=${HYPERCTL:-$(command -v hyperctl || true)}
+if [[ -z $HYPERCTL || ! -x $HYPERCTL ]]; then
+  echo "hyperctl-pull.sh: no hyperctl binary: set HYPERCTL" >&2
+  exit 2
+fi
+REGISTRY_BIN=${REGISTRY_BIN:-/usr/bin/docker-registry}
+for tool in "$REGISTRY_BIN" skopeo python3 timeout curl; do
+  command -v "$tool" >/dev/null || { echo "hyperctl-pull.sh: $tool is missing (apt-get install docker-registry skopeo)" >&2; exit 2; }
+done
+T=${HC_TIMEOUT:-120}
+IMAGE_TAR=${HYPERCTL_IMAGE:-$("$here/../image/build.sh")} || exit 2
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/hyperctl-pull.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_registry NAME PORT [EXTRA_YAML]: a registry storing under $work/data, waits until it answers.
+start_registry() {
+  local name=$1 port=$2 extra=${3:-} i
+  cat >"$work/$name.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/data
+http:
+  addr: 127.0.0.1:$port
+# To push a schema 1 manifest for the refusal case.
+compatibility:
+  schema1:
+    enabled: true
+$extra
+EOF
+  "$REGISTRY_BIN" serve "$work/$name.yml" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for i in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && return 0
+    sleep 0.1
+  done
+  echo "hyperctl-pull.sh: registry $name did not start" >&2
+  cat "$work/$name.log" >&2
+  exit 2
+}
+
+PORT=$(free_port)
+start_registry plain "$PORT"
+REG=127.0.0.1:$PORT
+NAME=$REG/runv/busybox:e2e
+if ! timeout 120 skopeo copy --insecure-policy --dest-tls-verify=false -q \
+  "docker-archive:$IMAGE_TAR" "docker://$NAME" >"$work/push.log" 2>&1; then
+  echo "hyperctl-pull.sh: pushing the test image failed" >&2
+  cat "$work/push.log" >&2
+  exit 2
+fi
+timeout 120 skopeo copy --insecure-policy --dest-tls-verify=false -q --format v2s1 \
+  "docker-archive:$IMAGE_TAR" "docker://$REG/runv/busybox:schema1" >"$work/push1.log" 2>&1
+schema1_pushed=$?
+manifest_url=http://$REG/v2/runv/busybox/manifests/e2e
+DIGEST=$(curl -sI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest_url" |
+  tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+LAYER=$(curl -s -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest_url" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+echo "# hyperctl: $HYPERCTL, registry $REG, image $NAME $DIGEST, layer $LAYER"
+LAYER_HEX=${LAYER#sha256:}
+SHORT=${LAYER_HEX:0:12}
+
+root=$work/root
+hc() { timeout -k 5 "$T" "$HYPERCTL" --root "$root" "$@"; }
+
+# store_empty WHAT ROOT: no blob, no temp file, no image in ROOT's store.
+store_empty() {
+  local what=$1 r=$2 left
+  left=$(find "$r/images/blobs" "$r/images/tmp" "$r/images/layers" -mindepth 1 -not -type d 2>/dev/null | head -5)
+  if [[ -s $r/images/images.json ]] && [[ $(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$r/images/images.json") != 0 ]]; then
+    left+=" images.json: $(tr -d '\n ' <"$r/images/images.json")"
+  fi
+  if [[ -z $left ]]; then ok "$what: the store is empty"; else not_ok "$what: left $left"; fi
+}
+
+# pull_fails WHAT PATTERN ARGS...: a pull into a fresh store fails (not by timeout), its
+# stderr matches PATTERN, and the store is left empty.
+n=0
+pull_fails() {
+  local what=$1 pattern=$2 rc r
+  shift 2
+  n=$((n + 1))
+  r=$work/fail$n
+  timeout -k 5 "$T" "$HYPERCTL" --root "$r" pull "$@" </dev/null >"$work/f.out" 2>"$work/f.err"
+  rc=$?
+  if [[ $rc != 0 && $rc != 124 ]] && grep -Eq -- "$pattern" "$work/f.err"; then
+    ok "$what (exit $rc: $(tail -c 300 "$work/f.err" | tr '\n' ' '))"
+  else
+    not_ok "$what: want a failure matching '$pattern', got exit $rc"
+    show "$work/f.out" "$work/f.err"
+  fi
+  store_empty "$what" "$r"
+}
+
+# --- a pull, plain lines (stderr is not a terminal)
+hc pull --insecure "$NAME" >"$work/p1.out" 2>"$work/p1.err"
+rc=$?
+if [[ $rc == 0 ]] && grep -qx "Pulled $NAME, digest $DIGEST" "$work/p1.out"; then
+  ok "pull --insecure $NAME: the last line names the image and its digest"
+else
+  not_ok "pull --insecure: exit $rc"
+  show "$work/p1.out" "$work/p1.err"
+fi
+size=$(stat -c %s "$(find "$work/data" -path "*/blobs/sha256/*/$LAYER_HEX/data")")
+if grep -qx "$SHORT: downloading $size bytes" "$work/p1.err" && grep -qx "$SHORT: done" "$work/p1.err"; then
+  ok "plain progress lines for the layer ($size bytes)"
+else
+  not_ok "progress lines"
+  show "$work/p1.err"
+fi
+hc images >"$work/images"
+check "images lists the pulled image" grep -Eq "^$REG/runv/busybox +e2e +${DIGEST:0:19} " "$work/images"
+check "the layer blob is in the store" test -f "$root/images/blobs/sha256/$LAYER_HEX"
+
+# --- pulling again downloads nothing
+hc pull --insecure "$NAME" >"$work/p2.out" 2>"$work/p2.err"
+rc=$?
+layers=$(grep -c . "$work/p2.err")
+exists=$(grep -c ': already exists$' "$work/p2.err")
+if [[ $rc == 0 && $layers -ge 1 && $layers == "$exists" ]] && ! grep -q downloading "$work/p2.err"; then
+  ok "pull again: 'already exists' for every layer ($exists)"
+else
+  not_ok "pull again: exit $rc, $exists of $layers lines say already exists"
+  show "$work/p2.err"
+fi
+
+# --- by digest
+hc pull --insecure "$REG/runv/busybox@$DIGEST" >"$work/p3.out" 2>"$work/p3.err"
+rc=$?
+if [[ $rc == 0 ]] && grep -qx "Pulled $REG/runv/busybox@$DIGEST, digest $DIGEST" "$work/p3.out"; then
+  ok "pull by digest"
+else
+  not_ok "pull by digest: exit $rc"
+  show "$work/p3.out" "$work/p3.err"
+fi
+hc images >"$work/images"
+check "images lists the digest pull" grep -Eq "^$REG/runv/busybox +<none> +${DIGEST:0:19} " "$work/images"
+other=sha256:$(printf '%s' "$DIGEST" | sha256sum | cut -c1-64)
+pull_fails "a digest the registry does not have" "$REG/runv/busybox@$other not found in $REG" --insecure "$REG/runv/busybox@$other"
+
+# --- errors naming their input, nothing left
+pull_fails "HTTPS to a plain-HTTP registry without --insecure" "registry $REG: TLS handshake failed.*--insecure" "$NAME"
+pull_fails "unknown tag" "$REG/runv/busybox:nope not found in $REG" --insecure "$REG/runv/busybox:nope"
+pull_fails "unknown repository" "$REG/runv/nothere:latest not found in $REG" --insecure "$REG/runv/nothere"
+closed=$(free_port)
+pull_fails "no registry listening" "cannot reach registry 127.0.0.1:$closed: .*(refused|Connect)" --insecure "127.0.0.1:$closed/x:y"
+pull_fails "a bad name" 'image name "127.0.0.1:1/Bad" is not valid' --insecure "127.0.0.1:1/Bad"
+pull_fails "a bad platform" 'platform "linux" is not of the form' --insecure --platform linux "$NAME"
+if [[ $schema1_pushed == 0 ]]; then
+  pull_fails "a schema 1 manifest" "schema 1 is not supported" --insecure "$REG/runv/busybox:schema1"
+else
+  not_ok "a schema 1 manifest: could not push one"
+  show "$work/push1.log"
+fi
+
+# 401: a second registry on the same storage with token auth whose token endpoint
+# refuses (the registry's own /token is a 404), so anonymous access is denied.
+APORT=$(free_port)
+start_registry auth "$APORT" "auth:
+  silly:
+    realm: http://127.0.0.1:$APORT/token
+    service: test"
+pull_fails "401 without credentials" "registry 127.0.0.1:$APORT refused anonymous access to runv/busybox \(HTTP 401\)" \
+  --insecure "127.0.0.1:$APORT/runv/busybox:e2e"
+
+# --- a tampered layer in the registry's storage
+layer_file=$(find "$work/data" -path "*/blobs/sha256/*/$LAYER_HEX/data")
+cp "$layer_file" "$work/layer.orig"
+python3 - "$layer_file" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[len(b) // 2] ^= 0xFF
+open(p, "wb").write(b)
+PY
+pull_fails "a tampered layer is rejected" "blob $LAYER: content has digest sha256:[0-9a-f]{64}; rejected, not stored" --insecure "$NAME"
+cp "$work/layer.orig" "$layer_file"
+
+# --- interrupted downloads, through a proxy that sends the registry's answers slowly
+PPORT=$(free_port)
+python3 - "$PPORT" "$PORT" >"$work/proxy.log" 2>&1 <<'PY' &
+import asyncio, sys
+
+listen, upstream = int(sys.argv[1]), int(sys.argv[2])
+
+async def pipe(r, w, slow):
+    try:
+        while data := await r.read(16384):
+            w.write(data)
+            await w.drain()
+            if slow:
+                await asyncio.sleep(0.1)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        w.close()
+
+async def handle(cr, cw):
+    ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    async with server:
+        await asyncio.sleep(600)  # bounded: the test kills it long before
+
+asyncio.run(main())
+PY
+proxy=$!
+pids+=($proxy)
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PPORT/v2/" && break; sleep 0.1; done
+
+# wait_download ROOT: until a partial blob is being written under ROOT's tmp/ (10 s at most).
+wait_download() {
+  local i
+  for i in $(seq 100); do
+    [[ -n $(find "$1/images/tmp" -name 'blob-*' -size +1k 2>/dev/null) ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+r=$work/intr
+"$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/i.out" 2>"$work/i.err" &
+hpid=$!
+(sleep "$T"; kill -9 "$hpid" 2>/dev/null) &
+watchdog=$!
+if wait_download "$r"; then
+  kill -INT "$hpid"
+  wait "$hpid"
+  rc=$?
+  if [[ $rc == 130 ]] && grep -q "interrupted; nothing of it was kept" "$work/i.err"; then
+    ok "Ctrl-C mid-download: exit 130"
+  else
+    not_ok "Ctrl-C mid-download: exit $rc"
+    show "$work/i.err"
+  fi
+  store_empty "Ctrl-C mid-download" "$r"
+else
+  not_ok "Ctrl-C mid-download: the download never started"
+  show "$work/i.err"
+  kill "$hpid" 2>/dev/null
+fi
+kill "$watchdog" 2>/dev/null
+
+r=$work/drop
+"$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/d.out" 2>"$work/d.err" &
+hpid=$!
+(sleep "$T"; kill -9 "$hpid" 2>/dev/null) &
+watchdog=$!
+if wait_download "$r"; then
+  kill "$proxy"
+  wait "$hpid"
+  rc=$?
+  if [[ $rc == 125 ]] && grep -Eq "pulling blob $LAYER from 127.0.0.1:$PPORT: " "$work/d.err"; then
+    ok "connection dropped mid-download: $(tail -c 200 "$work/d.err" | tr '\n' ' ')"
+  else
+    not_ok "connection dropped mid-download: exit $rc"
+    show "$work/d.err"
+  fi
+  store_empty "connection dropped mid-download" "$r"
+else
+  not_ok "connection dropped mid-download: the download never started"
+  show "$work/d.err"
+  kill "$hpid" 2>/dev/null
+fi
+kill "$watchdog" 2>/dev/null
+
+# --- the pulled image runs (needs a VM: only with RUNV_KERNEL, i.e. inside kvmbox)
+if [[ -n ${RUNV_KERNEL:-} ]]; then
+  out=$(hc run --rm "$NAME" echo pulled-ok 2>"$work/run.err")
+  if [[ $out == pulled-ok ]]; then ok "run the pulled image"; else not_ok "run the pulled image: '$out'"; show "$work/run.err"; fi
+else
+  echo "# run after pull: skipped (no RUNV_KERNEL: needs a VM, run in kvmbox)"
+fi
+
+# --- rmi works on pulled images as on loaded ones
+hc rmi "$NAME" >/dev/null 2>"$work/rmi.err" && hc rmi "$REG/runv/busybox@$DIGEST" >/dev/null 2>>"$work/rmi.err"
+rc=$?
+[[ $rc == 0 ]] && ok "rmi both names" || { not_ok "rmi: exit $rc"; show "$work/rmi.err"; }
+store_empty "after rmi" "$root"
+
+finish
