@@ -7,7 +7,8 @@
 #   tests/kvmbox/kvmbox --env HYPERCTL=... --env RUNV_KERNEL=... --env RUNV_INITRD=... \
 #     -- tests/e2e/hyperctl-pull.sh
 #
-# Cases: pull, images, pull again ("already exists"), pull by digest, rmi; errors naming
+# Cases: pull, images, pull again ("already exists"), pull by digest, a multi-platform
+# OCI image (default and --platform), rmi; errors naming
 # their input: HTTPS to a plain-HTTP registry, unknown tag and repository, no registry
 # listening, 401, schema 1, a tampered layer in the registry's storage; Ctrl-C and a
 # dropped connection mid-download (through a throttling TCP proxy of ours in front of the
@@ -173,6 +174,86 @@ check "images lists the digest pull" grep -Eq "^$REG/runv/busybox +<none> +${DIG
 other=sha256:$(printf '%s' "$DIGEST" | sha256sum | cut -c1-64)
 pull_fails "a digest the registry does not have" "$REG/runv/busybox@$other not found in $REG" --insecure "$REG/runv/busybox@$other"
 
+# --- a multi-platform OCI image (index of linux/amd64 and linux/arm64, two layers: gzip and
+# plain tar, a whiteout), built here and pushed with skopeo --all
+python3 - "$work/multi" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+
+out = sys.argv[1]
+os.makedirs(f"{out}/blobs/sha256")
+
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(f"{out}/blobs/sha256/{d}", "wb").write(data)
+    return {"digest": f"sha256:{d}", "size": len(data)}
+
+def tar(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, content in files:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode = len(content), 946684800, 0o644
+            t.addfile(ti, io.BytesIO(content))
+    return buf.getvalue()
+
+l1 = tar([("etc/hello", b"one\n"), ("etc/gone", b"x\n")])
+l2 = tar([("etc/second", b"two\n"), ("etc/.wh.gone", b"")])
+layers = [dict(blob(gzip.compress(l1, mtime=0)), mediaType="application/vnd.oci.image.layer.v1.tar+gzip"),
+          dict(blob(l2), mediaType="application/vnd.oci.image.layer.v1.tar")]
+diff_ids = ["sha256:" + hashlib.sha256(x).hexdigest() for x in (l1, l2)]
+entries = []
+for arch in ("amd64", "arm64"):
+    cfg = json.dumps({"architecture": arch, "os": "linux", "created": "2000-01-01T00:00:00Z",
+                      "config": {"Cmd": ["/bin/sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": dict(blob(cfg), mediaType="application/vnd.oci.image.config.v1+json"),
+                    "layers": layers}).encode()
+    entries.append(dict(blob(m), mediaType="application/vnd.oci.image.manifest.v1+json",
+                        platform={"os": "linux", "architecture": arch}))
+idx = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                  "manifests": entries}).encode()
+top = dict(blob(idx), mediaType="application/vnd.oci.image.index.v1+json",
+           annotations={"org.opencontainers.image.ref.name": "multi"})
+json.dump({"schemaVersion": 2, "manifests": [top]}, open(f"{out}/index.json", "w"))
+open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+PY
+MULTI=$REG/runv/multi:v1
+if timeout 120 skopeo copy --all --insecure-policy --dest-tls-verify=false -q \
+  "oci:$work/multi:multi" "docker://$MULTI" >"$work/push2.log" 2>&1; then
+  # The registry's index (skopeo may rewrite blobs): digest and the entry of each platform.
+  curl -s -D "$work/multi.h" -H 'Accept: application/vnd.oci.image.index.v1+json' \
+    "http://$REG/v2/runv/multi/manifests/v1" >"$work/multi.json"
+  MULTI_DIGEST=$(tr -d '\r' <"$work/multi.h" | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+  entry() { python3 -c 'import json, sys; print([m["digest"] for m in json.load(open(sys.argv[1]))["manifests"] if m["platform"]["architecture"] == sys.argv[2]][0])' "$work/multi.json" "$1"; }
+  record() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["manifest"])' "$root/images/images.json" "$MULTI"; }
+  amd64=$(entry amd64)
+  arm64=$(entry arm64)
+  hc pull --insecure "$MULTI" >"$work/m1.out" 2>"$work/m1.err"
+  rc=$?
+  if [[ $rc == 0 ]] && grep -qx "Pulled $MULTI, digest $MULTI_DIGEST" "$work/m1.out" && [[ $(record) == "$amd64" ]]; then
+    ok "multi-platform: linux/amd64 picked by default, the index digest printed"
+  else
+    not_ok "multi-platform default: exit $rc, record $(record 2>&1), want $amd64"
+    show "$work/m1.out" "$work/m1.err"
+  fi
+  lines=$(grep -c ': downloading [0-9]* bytes$' "$work/m1.err")
+  [[ $lines == 2 ]] && ok "multi-platform: a progress line per layer (2)" || { not_ok "multi-platform: $lines downloading lines"; show "$work/m1.err"; }
+  hc pull --insecure --platform linux/arm64 "$MULTI" >"$work/m2.out" 2>"$work/m2.err"
+  rc=$?
+  if [[ $rc == 0 && $(record) == "$arm64" && $(grep -c ': already exists$' "$work/m2.err") == 2 ]]; then
+    ok "--platform linux/arm64 picks the arm64 manifest; its layers were there"
+  else
+    not_ok "--platform linux/arm64: exit $rc, record $(record 2>&1), want $arm64"
+    show "$work/m2.out" "$work/m2.err"
+  fi
+  pull_fails "a platform the index lacks" 'no manifest for linux/s390x in the image index \(it has \["linux/amd64", "linux/arm64"\]\)' \
+    --insecure --platform linux/s390x "$MULTI"
+else
+  not_ok "pushing the multi-platform image"
+  show "$work/push2.log"
+fi
+
 # --- errors naming their input, nothing left
 pull_fails "HTTPS to a plain-HTTP registry without --insecure" "registry $REG: TLS handshake failed.*--insecure" "$NAME"
 pull_fails "unknown tag" "$REG/runv/busybox:nope not found in $REG" --insecure "$REG/runv/busybox:nope"
@@ -310,9 +391,10 @@ else
 fi
 
 # --- rmi works on pulled images as on loaded ones
-hc rmi "$NAME" >/dev/null 2>"$work/rmi.err" && hc rmi "$REG/runv/busybox@$DIGEST" >/dev/null 2>>"$work/rmi.err"
+hc rmi "$NAME" >/dev/null 2>"$work/rmi.err" && hc rmi "$REG/runv/busybox@$DIGEST" >/dev/null 2>>"$work/rmi.err" &&
+  hc rmi "$MULTI" >/dev/null 2>>"$work/rmi.err"
 rc=$?
-[[ $rc == 0 ]] && ok "rmi both names" || { not_ok "rmi: exit $rc"; show "$work/rmi.err"; }
+[[ $rc == 0 ]] && ok "rmi every pulled name" || { not_ok "rmi: exit $rc"; show "$work/rmi.err"; }
 store_empty "after rmi" "$root"
 
 finish

@@ -118,8 +118,12 @@ impl Bars {
         if let Some((_, b)) = self.bars.iter().find(|(x, _)| x == d) {
             return b.clone();
         }
-        let b = self.multi.add(ProgressBar::new(0));
-        b.set_prefix(short(d));
+        // Styled before it is added, so that indicatif's default bar is never drawn.
+        let b = self.multi.add(
+            ProgressBar::new(0)
+                .with_style(text_style())
+                .with_prefix(short(d)),
+        );
         self.bars.push((d.clone(), b.clone()));
         b
     }
@@ -172,6 +176,10 @@ impl Drop for Bars {
             if !b.is_finished() {
                 b.abandon();
             }
+        }
+        // indicatif leaves the cursor at the end of the last bar's line.
+        if !self.bars.is_empty() && !self.multi.is_hidden() {
+            eprintln!();
         }
     }
 }
