@@ -374,7 +374,7 @@ fn chain_text(e: &dyn std::error::Error) -> String {
 
 /// Whether a transport error is a failed TLS handshake (such as a TLS client talking to a
 /// plain-HTTP server, which answers with bytes that are no TLS record).
-fn is_tls_failure(text: &str) -> bool {
+pub(crate) fn is_tls_failure(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
         "tls",
@@ -388,14 +388,14 @@ fn is_tls_failure(text: &str) -> bool {
 }
 
 /// Where in the pull an error happened, to name it.
-struct Ctx<'a> {
-    registry: &'a str,
-    repository: &'a str,
-    reference: &'a str,
+pub(crate) struct Ctx<'a> {
+    pub(crate) registry: &'a str,
+    pub(crate) repository: &'a str,
+    pub(crate) reference: &'a str,
 }
 
 /// Turns an oci-client error into ours, naming the input.
-fn classify(e: OciDistributionError, ctx: &Ctx<'_>) -> RegistryError {
+pub(crate) fn classify(e: OciDistributionError, ctx: &Ctx<'_>) -> RegistryError {
     let registry = ctx.registry.to_string();
     let not_found = || RegistryError::NotFound {
         reference: ctx.reference.to_string(),

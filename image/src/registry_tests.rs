@@ -330,3 +330,100 @@ fn an_abandoned_blob_writer_leaves_nothing() {
     assert_eq!(entries(&store.root().join("tmp")), 0);
     assert!(!store.has_blob(&digest));
 }
+
+fn ctx() -> crate::registry::Ctx<'static> {
+    crate::registry::Ctx {
+        registry: "127.0.0.1:5000",
+        repository: "x",
+        reference: REF,
+    }
+}
+
+fn envelope(code: &str) -> oci_client::errors::OciEnvelope {
+    serde_json::from_str(&format!(
+        r#"{{"errors": [{{"code": "{code}", "message": "m", "detail": null}}]}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn registry_errors_name_reference_and_registry() {
+    use crate::registry::classify;
+    use oci_client::errors::OciDistributionError as E;
+    let url = || "http://127.0.0.1:5000/v2/x/manifests/t".to_string();
+    for code in ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "NOT_FOUND"] {
+        let e = classify(
+            E::RegistryError {
+                envelope: envelope(code),
+                url: url(),
+            },
+            &ctx(),
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{REF} not found in 127.0.0.1:5000"),
+            "{code}"
+        );
+    }
+    let e = classify(
+        E::ServerError {
+            code: 404,
+            url: url(),
+            message: String::new(),
+        },
+        &ctx(),
+    );
+    assert!(matches!(e, RegistryError::NotFound { .. }), "{e}");
+    for e in [
+        E::UnauthorizedError { url: url() },
+        E::AuthenticationFailure("no".into()),
+        E::RegistryError {
+            envelope: envelope("DENIED"),
+            url: url(),
+        },
+        E::ServerError {
+            code: 403,
+            url: url(),
+            message: String::new(),
+        },
+    ] {
+        let text = classify(e, &ctx()).to_string();
+        assert!(
+            text.contains("registry 127.0.0.1:5000 refused anonymous access to x (HTTP 401)"),
+            "{text}"
+        );
+    }
+    let e = classify(
+        E::ServerError {
+            code: 500,
+            url: url(),
+            message: "boom".into(),
+        },
+        &ctx(),
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("registry 127.0.0.1:5000: ")
+            && text.contains("500")
+            && text.contains("boom"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tls_failures_are_recognised() {
+    use crate::registry::is_tls_failure;
+    for t in [
+        "client error (Connect): received corrupt message of type InvalidContentType",
+        "invalid peer certificate: UnknownIssuer",
+        "tls handshake eof",
+    ] {
+        assert!(is_tls_failure(t), "{t}");
+    }
+    for t in [
+        "tcp connect error: Connection refused (os error 111)",
+        "dns error: failed to lookup address information",
+    ] {
+        assert!(!is_tls_failure(t), "{t}");
+    }
+}
