@@ -8,6 +8,7 @@
 //! fails or is dropped (Ctrl-C), and its layers are extracted before the image gets its
 //! name, so a failed pull leaves no image, and the name keeps what it had before.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -55,6 +56,9 @@ const LAYER_TYPES: [&str; 8] = [
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 ];
+
+/// Layers downloaded at once (as docker does).
+const PARALLEL_DOWNLOADS: usize = 3;
 
 /// Nested indexes followed at most.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -206,7 +210,8 @@ pub struct Pulled {
     pub record: ImageRecord,
 }
 
-/// What a pull reports about each layer, in order, for a progress display.
+/// What a pull reports about each layer, for a progress display. Up to three layers
+/// download at once, so the calls for different layers interleave.
 pub trait Progress {
     /// The layers of the image, before any is fetched.
     fn layers(&mut self, _layers: &[(Digest, u64)]) {}
@@ -484,7 +489,7 @@ struct Puller<'a> {
     client: Client,
     oref: oci_client::Reference,
     ctx: Ctx<'a>,
-    created: Created<'a>,
+    store: &'a Store,
 }
 
 /// Pulls `name` from its registry into `store` and names it there, as `load` does for an
@@ -517,7 +522,13 @@ pub async fn pull(
                 .unwrap_or_else(|| crate::reference::DEFAULT_TAG.into()),
         ),
     };
-    let mut p = Puller {
+    // Declared first, dropped last: in-flight downloads are gone before it rolls back.
+    let mut created = Created {
+        store,
+        blobs: Vec::new(),
+        keep: false,
+    };
+    let p = Puller {
         client: client(opts, oref.resolve_registry())?,
         oref,
         ctx: Ctx {
@@ -525,19 +536,22 @@ pub async fn pull(
             repository: &reference.repository,
             reference: &key,
         },
-        created: Created {
-            store,
-            blobs: Vec::new(),
-            keep: false,
-        },
+        store,
     };
-    let (top_digest, fetched) = p.manifest(None, reference.digest.as_ref()).await?;
-    let (manifest_digest, manifest) = p.resolve(top_digest.clone(), fetched, opts).await?;
+    let (top_digest, fetched) = p
+        .manifest(None, reference.digest.as_ref(), &mut created)
+        .await?;
+    let (manifest_digest, manifest) = p
+        .resolve(top_digest.clone(), fetched, opts, &mut created)
+        .await?;
     check_image_manifest(&key, &manifest)?;
 
     let config_digest = desc_digest(&key, manifest.config())?;
-    p.blob(store, &config_digest, manifest.config().size(), None)
-        .await?;
+    if p.blob(&config_digest, manifest.config().size(), None)
+        .await?
+    {
+        created.blobs.push(config_digest.clone());
+    }
     let config: ImageConfiguration = store.read_json(&config_digest, "an image config")?;
     let (nl, nd) = (manifest.layers().len(), config.rootfs().diff_ids().len());
     if nl != nd {
@@ -551,9 +565,20 @@ pub async fn pull(
         layers.push((desc_digest(&key, l)?, l.size()));
     }
     progress.layers(&layers);
-    for (d, size) in &layers {
-        p.blob(store, d, *size, Some(&mut *progress)).await?;
+    let progress = RefCell::new(progress);
+    let mut downloads = futures_util::stream::iter(layers.iter().map(|(d, size)| {
+        let (p, progress) = (&p, &progress);
+        async move { p.blob(d, *size, Some(progress)).await.map(|c| (d, c)) }
+    }))
+    .buffer_unordered(PARALLEL_DOWNLOADS);
+    while let Some(done) = downloads.next().await {
+        // On an error, returning drops the other downloads (and their partial files).
+        let (d, was_created) = done?;
+        if was_created {
+            created.blobs.push(d.clone());
+        }
     }
+    drop(downloads);
     let record = ImageRecord {
         manifest: manifest_digest,
         config: config_digest,
@@ -574,7 +599,7 @@ pub async fn pull(
             source: Box::new(source),
         })?;
     store.tag(&key, &record)?;
-    p.created.keep();
+    created.keep();
     Ok(Pulled {
         name: key.clone(),
         digest: top_digest,
@@ -607,9 +632,10 @@ impl Puller<'_> {
     /// Fetches the manifest of the reference, or of `by_digest` in its repository, and
     /// checks its digest against `expected` (the digest asked for) when given.
     async fn manifest(
-        &mut self,
+        &self,
         by_digest: Option<&Digest>,
         expected: Option<&Digest>,
+        created: &mut Created<'_>,
     ) -> Result<(Digest, Fetched), RegistryError> {
         let r = match by_digest {
             Some(d) => self.oref.clone_with_digest(d.to_string()),
@@ -672,11 +698,10 @@ impl Puller<'_> {
         let fetched = parse_manifest(self.ctx.reference, &actual, &body)?;
         if let Fetched::Manifest(_) = fetched {
             let put = self
-                .created
                 .store
                 .put_blob(&actual, Some(body.len() as u64), &body[..])?;
             if put.created {
-                self.created.blobs.push(actual.clone());
+                created.blobs.push(actual.clone());
             }
         }
         Ok((actual, fetched))
@@ -684,10 +709,11 @@ impl Puller<'_> {
 
     /// Follows indexes down to the image manifest for the platform.
     async fn resolve(
-        &mut self,
+        &self,
         mut digest: Digest,
         mut fetched: Fetched,
         opts: &PullOptions,
+        created: &mut Created<'_>,
     ) -> Result<(Digest, ImageManifest), RegistryError> {
         for _ in 0..=MAX_INDEX_DEPTH {
             let index = match fetched {
@@ -702,7 +728,7 @@ impl Puller<'_> {
                 })?;
             let d = desc_digest(self.ctx.reference, entry)?;
             tracing::debug!(index = %digest, manifest = %d, platform = %opts.platform, "picked from the index");
-            (digest, fetched) = self.manifest(Some(&d), Some(&d)).await?;
+            (digest, fetched) = self.manifest(Some(&d), Some(&d), created).await?;
         }
         Err(RegistryError::BadManifest {
             reference: self.ctx.reference.to_string(),
@@ -711,23 +737,25 @@ impl Puller<'_> {
         })
     }
 
-    /// Downloads one blob into the store unless it is there.
+    /// Downloads one blob into the store unless it is there; true when it stored it.
+    /// Several run at once on the one thread, sharing `progress` (never borrowed across
+    /// an await).
     async fn blob(
-        &mut self,
-        store: &Store,
+        &self,
         digest: &Digest,
         size: u64,
-        mut progress: Option<&mut dyn Progress>,
-    ) -> Result<(), RegistryError> {
-        let Some(mut w) = store.blob_writer(digest, Some(size))? else {
-            if let Some(p) = progress.as_deref_mut() {
-                p.exists(digest, size);
+        progress: Option<&RefCell<&mut dyn Progress>>,
+    ) -> Result<bool, RegistryError> {
+        let report = |f: &dyn Fn(&mut dyn Progress)| {
+            if let Some(p) = progress {
+                f(&mut **p.borrow_mut());
             }
-            return Ok(());
         };
-        if let Some(p) = progress.as_deref_mut() {
-            p.start(digest, size);
-        }
+        let Some(mut w) = self.store.blob_writer(digest, Some(size))? else {
+            report(&|p| p.exists(digest, size));
+            return Ok(false);
+        };
+        report(&|p| p.start(digest, size));
         let download = |detail: String| RegistryError::Download {
             registry: self.ctx.registry.to_string(),
             digest: digest.clone(),
@@ -756,18 +784,12 @@ impl Puller<'_> {
                 None => download(chain_text(&e)),
             })?;
             w.write(&chunk)?;
-            if let Some(p) = progress.as_deref_mut() {
-                p.advance(digest, w.written());
-            }
+            let written = w.written();
+            report(&|p| p.advance(digest, written));
         }
         let put = w.commit()?;
-        if put.created {
-            self.created.blobs.push(digest.clone());
-        }
-        if let Some(p) = progress {
-            p.done(digest);
-        }
-        Ok(())
+        report(&|p| p.done(digest));
+        Ok(put.created)
     }
 }
 

@@ -239,6 +239,15 @@ if timeout 120 skopeo copy --all --insecure-policy --dest-tls-verify=false -q \
   fi
   lines=$(grep -c ': downloading [0-9]* bytes$' "$work/m1.err")
   [[ $lines == 2 ]] && ok "multi-platform: a progress line per layer (2)" || { not_ok "multi-platform: $lines downloading lines"; show "$work/m1.err"; }
+  # Layers download in parallel: both have started before the first is done.
+  first_done=$(grep -n ': done$' "$work/m1.err" | head -1 | cut -d: -f1)
+  last_start=$(grep -n ': downloading' "$work/m1.err" | tail -1 | cut -d: -f1)
+  if [[ -n $first_done && -n $last_start && $last_start -lt $first_done ]]; then
+    ok "multi-platform: the two layers download at once"
+  else
+    not_ok "multi-platform: layers not downloaded at once"
+    show "$work/m1.err"
+  fi
   hc pull --insecure --platform linux/arm64 "$MULTI" >"$work/m2.out" 2>"$work/m2.err"
   rc=$?
   if [[ $rc == 0 && $(record) == "$arm64" && $(grep -c ': already exists$' "$work/m2.err") == 2 ]]; then
