@@ -181,7 +181,7 @@ mod tests {
             },
             ShareEntry {
                 host_path: src.join("hosts"),
-                location: ShareLocation::new("runv", "c1/mounts/0-hosts").unwrap(),
+                location: ShareLocation::new("runv", "c1/mounts/0/hosts").unwrap(),
                 kind: EntryKind::File,
                 readonly: true,
                 recursive: false,
@@ -199,10 +199,10 @@ mod tests {
             "hi"
         );
         assert_eq!(
-            std::fs::read_to_string(share.join("c1/mounts/0-hosts")).unwrap(),
+            std::fs::read_to_string(share.join("c1/mounts/0/hosts")).unwrap(),
             "127.0.0.1 x"
         );
-        assert!(std::fs::write(share.join("c1/mounts/0-hosts"), "x").is_err());
+        assert!(std::fs::write(share.join("c1/mounts/0/hosts"), "x").is_err());
         // The rootfs stays writable (the guest makes it read-only); a read-only bind
         // is read-only on the host side too.
         std::fs::write(share.join("c1/rootfs/new"), "x").unwrap();

@@ -157,7 +157,7 @@ fn rewrite_bind(
     let subpath = format!(
         "{}/mounts/{index}{}",
         share.container_dir,
-        name_suffix(&host_path)
+        name_component(&host_path)
     );
     let location = ShareLocation::new(&share.tag, subpath)?;
     mount.set_source(Some(location.guest_path()?));
@@ -171,9 +171,11 @@ fn rewrite_bind(
     })
 }
 
-/// `-<file name>` with anything but `[A-Za-z0-9._-]` replaced, for readable share
-/// listings (`3-resolv.conf`); empty when the path has no file name.
-pub(super) fn name_suffix(path: &Path) -> String {
+/// `/<file name>` with anything but `[A-Za-z0-9._-]` replaced (`3/resolv.conf`); empty
+/// when the path has no file name. The share entry keeps the source's own name, because
+/// the guest's mountinfo shows it as the bind mount's root and tools that compare a bind
+/// mount with its source (runtime-tools' runtimetest) match on that base name.
+pub(super) fn name_component(path: &Path) -> String {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
         return String::new();
     };
@@ -188,5 +190,5 @@ pub(super) fn name_suffix(path: &Path) -> String {
             }
         })
         .collect();
-    format!("-{clean}")
+    format!("/{clean}")
 }

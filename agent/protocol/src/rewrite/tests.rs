@@ -5,7 +5,7 @@ use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 use serde_json::json;
 
 use super::linux::{dev_major, dev_minor};
-use super::mounts::name_suffix;
+use super::mounts::name_component;
 use super::*;
 use crate::test_util::{TempDir, CRI_CONFIG, DOCKER_CONFIG};
 
@@ -69,7 +69,7 @@ fn docker_bind_mounts_of_resolv_conf_hosts_hostname() {
     let mounts = out.spec.mounts().as_ref().unwrap();
     let orig_mounts = original.mounts().as_ref().unwrap();
     for ((index, name, dest, kind, ro), entry) in expect.iter().zip(&out.layout.entries[1..]) {
-        let sub = format!("{DOCKER_ID}/mounts/{index}-{name}");
+        let sub = format!("{DOCKER_ID}/mounts/{index}/{name}");
         assert_eq!(entry.location, ShareLocation::new("runv", &sub).unwrap());
         assert_eq!(entry.kind, *kind, "{dest}");
         assert_eq!(entry.readonly, *ro, "{dest}");
@@ -256,7 +256,7 @@ fn relative_bind_source_resolves_against_the_bundle() {
         (e.kind, e.readonly, e.recursive),
         (EntryKind::File, true, false)
     );
-    assert_eq!(e.location.subpath, "c1/mounts/0-app.toml");
+    assert_eq!(e.location.subpath, "c1/mounts/0/app.toml");
 }
 
 #[test]
@@ -495,8 +495,8 @@ fn bad_targets_and_net_devices_are_refused() {
 
 #[test]
 fn share_names_are_sanitized() {
-    assert_eq!(name_suffix(Path::new("/a/resolv.conf")), "-resolv.conf");
-    assert_eq!(name_suffix(Path::new("/a/kube api~x")), "-kube_api_x");
-    assert_eq!(name_suffix(Path::new("/")), "");
-    assert_eq!(name_suffix(Path::new(&"x".repeat(100))).len(), 49);
+    assert_eq!(name_component(Path::new("/a/resolv.conf")), "/resolv.conf");
+    assert_eq!(name_component(Path::new("/a/kube api~x")), "/kube_api_x");
+    assert_eq!(name_component(Path::new("/")), "");
+    assert_eq!(name_component(Path::new(&"x".repeat(100))).len(), 49);
 }
