@@ -10,7 +10,7 @@
 # Cases: pull, images, pull again ("already exists"), pull by digest, a multi-platform
 # OCI image (default and --platform), rmi; errors naming
 # their input: HTTPS to a plain-HTTP registry, unknown tag and repository, no registry
-# listening, 401, schema 1, a tampered layer in the registry's storage; Ctrl-C and a
+# listening, 401, schema 1, the anonymous bearer-token flow, a tampered layer in the registry's storage; Ctrl-C and a
 # dropped connection mid-download (through a throttling TCP proxy of ours in front of the
 # real registry). After every failure the store has no blob, no temp file and no image.
 # Every call is time-limited; the EXIT trap stops the registries and the proxy and removes
@@ -287,6 +287,53 @@ start_registry auth "$APORT" "auth:
     service: test"
 pull_fails "401 without credentials" "registry 127.0.0.1:$APORT refused anonymous access to runv/busybox \(HTTP 401\)" \
   --insecure "127.0.0.1:$APORT/runv/busybox:e2e"
+
+# The anonymous bearer-token flow (Docker Hub's): a registry whose challenge sends the
+# client to a token service (a few lines of ours here, answering any anonymous request
+# with a token; the registry's "silly" auth then takes any bearer token). The pull must
+# fetch a token for the repository's pull scope and succeed with it.
+TPORT=$(free_port)
+python3 - "$TPORT" "$work/token.log" >/dev/null 2>&1 <<'PY' &
+import http.server, json, sys, urllib.parse
+
+port, log = int(sys.argv[1]), sys.argv[2]
+
+class Token(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.urlparse(self.path)
+        with open(log, "a") as f:
+            f.write(f"{q.path} {json.dumps(dict(urllib.parse.parse_qsl(q.query)), sort_keys=True)}\n")
+        body = json.dumps({"token": "anonymous-token", "expires_in": 300}).encode()
+        self.send_response(200 if q.path == "/token" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", port), Token)
+server.timeout = 1
+for _ in range(600):  # bounded: the test kills it long before
+    server.handle_request()
+PY
+pids+=($!)
+BPORT=$(free_port)
+start_registry bearer "$BPORT" "auth:
+  silly:
+    realm: http://127.0.0.1:$TPORT/token
+    service: runv-test"
+r=$work/bearer
+timeout -k 5 "$T" "$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$BPORT/runv/busybox:e2e" >"$work/b.out" 2>"$work/b.err"
+rc=$?
+if [[ $rc == 0 ]] && grep -qx "Pulled 127.0.0.1:$BPORT/runv/busybox:e2e, digest $DIGEST" "$work/b.out" &&
+  grep -qF '/token {"scope": "repository:runv/busybox:pull", "service": "runv-test"}' "$work/token.log"; then
+  ok "bearer-token flow: a token for repository:runv/busybox:pull, then the pull"
+else
+  not_ok "bearer-token flow: exit $rc"
+  show "$work/b.out" "$work/b.err" "$work/token.log"
+fi
 
 # --- a tampered layer in the registry's storage
 layer_file=$(find "$work/data" -path "*/blobs/sha256/*/$LAYER_HEX/data")
