@@ -38,6 +38,10 @@ pub struct Paths {
     pub state: PathBuf,
     /// Where share tags are mounted (`/run/runv/shares` in the guest).
     pub shares: PathBuf,
+    /// Where the agent writes a container's `net.*` sysctls itself (`/proc/sys` in the
+    /// guest, whose network namespace is the container's); None leaves them to
+    /// libcontainer (which refuses them without a network namespace in the spec).
+    pub net_sysctls: Option<PathBuf>,
 }
 
 /// One process of a container (its init, or an exec).
@@ -162,6 +166,9 @@ impl Manager {
         }
         let root = self.rootfs_path(rootfs)?;
         validate::check_spec(&spec, &root)?;
+        if let Some(proc_sys) = &self.paths.net_sysctls {
+            crate::sysctl::apply_net(&mut spec, proc_sys)?;
+        }
         let mut r = spec.root().clone().unwrap_or_default();
         r.set_path(root.clone());
         spec.set_root(Some(r));

@@ -12,6 +12,7 @@ mod pid1;
 mod procinfo;
 mod reaper;
 mod stdio;
+mod sysctl;
 mod transport;
 mod validate;
 
@@ -162,6 +163,8 @@ fn run(pid1: bool) -> Result<()> {
     let paths = Paths {
         state: args.state_dir.clone(),
         shares: args.share_dir.clone(),
+        // Only in the guest: on a host the agent must not change the host's sysctls.
+        net_sysctls: guest.then(|| PathBuf::from("/proc/sys")),
     };
     let manager = Manager::new(paths, connector, reaper)
         .with_context(|| format!("state dir {}", args.state_dir.display()))?;

@@ -4,7 +4,7 @@
 //! - [`state`]: `<root>/<id>/state.json` and the per-container lock;
 //! - [`sandbox`]: create a sandbox (VMM, share, agent, container) and tear it down;
 //! - [`vmm`], [`agent`], [`share`], [`shim`], [`console`]: its pieces;
-//! - [`hooks`], [`cgroups`], [`sizing`], [`signals`]: host-side duties;
+//! - [`hooks`], [`cgroups`], [`sizing`], [`signals`], [`speccheck`]: host-side duties;
 //! - [`oci`], [`log`]: runc's output and log formats.
 //!
 //! docs/runtime.md describes the whole.
@@ -21,6 +21,7 @@ pub mod share;
 pub mod shim;
 pub mod signals;
 pub mod sizing;
+pub mod speccheck;
 pub mod state;
 pub mod vmm;
 

@@ -35,6 +35,11 @@ pub enum SandboxError {
     Usage(&'static str),
     #[error(transparent)]
     Sizing(#[from] sizing::SizingError),
+    #[error("{}: invalid config: {source}", path.display())]
+    SpecCheck {
+        path: PathBuf,
+        source: crate::speccheck::SpecCheckError,
+    },
     #[error(transparent)]
     Rewrite(#[from] RewriteError),
     #[error(transparent)]
@@ -192,6 +197,10 @@ impl Undo {
 pub fn create(root: &Root, opts: &CreateOptions) -> Result<Created, SandboxError> {
     let bundle = std::path::absolute(&opts.bundle).unwrap_or_else(|_| opts.bundle.clone());
     let spec = load_spec(&bundle)?;
+    crate::speccheck::check(&spec).map_err(|source| SandboxError::SpecCheck {
+        path: bundle.join("config.json"),
+        source,
+    })?;
     let process = spec.process().clone().unwrap_or_default();
     let tty = tty_mode(
         process.terminal().unwrap_or(false),
