@@ -28,24 +28,24 @@ pub fn pull(root: &Path, name: &str, insecure: bool, platform: Option<&str>) -> 
     } else {
         Box::new(Lines)
     };
-    let outcome: Result<std::result::Result<_, i32>> = rt.block_on(async {
+    let outcome = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         // Dropping the pull future on a signal drops its blob writers and its record of
         // created blobs, which remove what it had stored.
-        tokio::select! {
-            r = image::pull(&store, name, &opts, progress.as_mut()) => Ok(Ok::<Result<Pulled, RegistryError>, i32>(r)),
-            _ = tokio::signal::ctrl_c() => Ok(Err(130)),
-            _ = term.recv() => Ok(Err(143)),
-        }
-    });
+        anyhow::Ok(tokio::select! {
+            r = image::pull(&store, name, &opts, progress.as_mut()) => Outcome::Finished(r),
+            _ = tokio::signal::ctrl_c() => Outcome::Signalled(130),
+            _ = term.recv() => Outcome::Signalled(143),
+        })
+    })?;
     drop(progress);
-    match outcome? {
-        Ok(Ok(pulled)) => {
+    match outcome {
+        Outcome::Finished(Ok(pulled)) => {
             println!("Pulled {}, digest {}", pulled.name, pulled.digest);
             Ok(0)
         }
-        Ok(Err(e)) => {
+        Outcome::Finished(Err(e)) => {
             if let RegistryError::Extract { .. } = e {
                 // Layers extracted before the bad one stay cached until collected.
                 if let Err(gc) = store.gc() {
@@ -65,14 +65,21 @@ pub fn pull(root: &Path, name: &str, insecure: bool, platform: Option<&str>) -> 
                 Err(e.context(format!("pull {name}")))
             }
         }
-        Err(code) => {
+        Outcome::Signalled(code) => {
             eprintln!("hyperctl: pull {name} interrupted; nothing of it was kept");
             Ok(code)
         }
     }
 }
 
-/// `sha256:` and the first 12 hex digits.
+/// How the pull ended.
+enum Outcome {
+    Finished(Result<Pulled, RegistryError>),
+    /// Interrupted; the exit code (128 + signal).
+    Signalled(i32),
+}
+
+/// The first 12 hex digits, as docker shows layers.
 fn short(d: &Digest) -> String {
     d.hex()[..12].to_string()
 }
