@@ -393,13 +393,12 @@ wait_download() {
 }
 
 r=$work/intr
-"$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/i.out" 2>"$work/i.err" &
-hpid=$!
-(sleep "$T"; kill -9 "$hpid" 2>/dev/null) &
-watchdog=$!
+timeout -k 5 "$T" "$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/i.out" 2>"$work/i.err" &
+tpid=$!
 if wait_download "$r"; then
-  kill -INT "$hpid"
-  wait "$hpid"
+  # To hyperctl itself, as a terminal's Ctrl-C would (timeout(1) is its parent).
+  kill -INT "$(pgrep -P "$tpid")"
+  wait "$tpid"
   rc=$?
   if [[ $rc == 130 ]] && grep -q "interrupted; nothing of it was kept" "$work/i.err"; then
     ok "Ctrl-C mid-download: exit 130"
@@ -411,18 +410,15 @@ if wait_download "$r"; then
 else
   not_ok "Ctrl-C mid-download: the download never started"
   show "$work/i.err"
-  kill "$hpid" 2>/dev/null
+  kill "$tpid" 2>/dev/null
 fi
-kill "$watchdog" 2>/dev/null
 
 r=$work/drop
-"$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/d.out" 2>"$work/d.err" &
-hpid=$!
-(sleep "$T"; kill -9 "$hpid" 2>/dev/null) &
-watchdog=$!
+timeout -k 5 "$T" "$HYPERCTL" --root "$r" pull --insecure "127.0.0.1:$PPORT/runv/busybox:e2e" >"$work/d.out" 2>"$work/d.err" &
+tpid=$!
 if wait_download "$r"; then
   kill "$proxy"
-  wait "$hpid"
+  wait "$tpid"
   rc=$?
   if [[ $rc == 125 ]] && grep -Eq "pulling blob $LAYER from 127.0.0.1:$PPORT: " "$work/d.err"; then
     ok "connection dropped mid-download: $(tail -c 200 "$work/d.err" | tr '\n' ' ')"
@@ -434,9 +430,8 @@ if wait_download "$r"; then
 else
   not_ok "connection dropped mid-download: the download never started"
   show "$work/d.err"
-  kill "$hpid" 2>/dev/null
+  kill "$tpid" 2>/dev/null
 fi
-kill "$watchdog" 2>/dev/null
 
 # --- the pulled image runs (needs a VM: only with RUNV_KERNEL, i.e. inside kvmbox)
 if [[ -n ${RUNV_KERNEL:-} ]]; then
