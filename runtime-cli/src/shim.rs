@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agent_protocol::StdioPorts;
@@ -170,11 +170,21 @@ pub fn spawn(exe: &Path, spec: &ShimSpec, netns: Option<&Path>) -> Result<Shim, 
         let fd = crate::vmm::open_netns(ns).map_err(|e| ShimError::Failed(e.to_string()))?;
         crate::vmm::setns_in_child(&mut cmd, fd);
     }
+    if matches!(spec.tty, TtyMode::ConsoleSocket(_)) {
+        // The process's terminal is the PTY whose master went to the console socket; the
+        // shim must not keep the caller's stdio open. containerd's runc shim reads
+        // `create`'s output to EOF (its own pipe when the process has a terminal), so a
+        // shim holding it would hang `ctr run -t` forever, as runc's init would not.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
     let (rw, gr) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
-    // SAFETY: dup2 is async-signal-safe; both source fds are open (owned below until
-    // after spawn) and above the targets' range (see `pipe`).
+    // SAFETY: close_range and dup2 are async-signal-safe; both source fds are open
+    // (owned below until after spawn) and above the targets' range (see `pipe`).
     unsafe {
         cmd.pre_exec(move || {
+            crate::vmm::cloexec_inherited();
             if libc::dup2(rw, READY_FD) < 0 || libc::dup2(gr, GO_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -7,7 +7,8 @@
 # Needs root, containerd, ctr, containerd-shim-runc-v2, busybox-static and python3.
 # containerd (and so the shim and the runtime) inherits this environment: for runv, set
 # RUNV_KERNEL / RUNV_INITRD / RUNV_VMM (or RUNV_CONFIG) here. RT_TIMEOUT (default 120 s)
-# limits every ctr call.
+# limits every ctr call; KEEP_WORK=1 keeps the temp dir (containerd's log, the bundles
+# with the runtime's log.json) for a post-mortem.
 #
 #   RUNTIME=$(command -v runc) tests/e2e/containerd.sh
 #   tests/kvmbox/kvmbox --env RUNTIME=/path/to/runv -- tests/e2e/containerd.sh
@@ -55,7 +56,11 @@ cleanup() {
   sleep 0.2
   umount_under "$work"
   find /sys/fs/cgroup -depth -type d -path "*/$ns*" -exec rmdir {} + 2>/dev/null
-  rm -rf --one-file-system "$work"
+  if [[ -n ${KEEP_WORK:-} ]]; then
+    echo "# KEEP_WORK: containerd's root, state and logs stay in $work"
+  else
+    rm -rf --one-file-system "$work"
+  fi
 }
 trap cleanup EXIT
 

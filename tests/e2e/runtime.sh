@@ -438,11 +438,17 @@ case_wedged() {
 }
 
 case_tty() {
-  local id=tty b=$work/tty sock=$work/tty.sock
+  local id=tty b=$work/tty sock=$work/tty.sock out
   bundle_make "$b" --tty --cgroups-path "$cg/$id" -- sh
   console_start "$sock" shell "$work/tty.transcript"
-  create $id "$b" --console-socket "$sock"
-  check "tty: create with --console-socket exits 0" test $? = 0
+  # As containerd's runc shim does for a terminal: create's stdout and stderr are one
+  # pipe read to EOF, which only comes when nothing runv left behind holds it.
+  # (The pipe is read by cat, which the time limit kills with its process group.)
+  track $id
+  out=$(timeout -k 5 "$T" bash -c '"$@" </dev/null 2>&1 | cat; exit "${PIPESTATUS[0]}"' _ \
+    "$RUNTIME" --root "$root" create --bundle "$b" --console-socket "$sock" $id)
+  check "tty: create with --console-socket exits 0 and its output pipe ends (exit $?: $out)" \
+    test $? = 0
   rt start $id
   timeout 150 tail --pid="$console_pid" -f /dev/null
   wait "$console_pid"
