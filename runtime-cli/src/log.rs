@@ -130,8 +130,36 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// An error and its causes as one line, "a: b: c", leaving out a cause whose text the
+/// line already holds (the protocol's errors repeat their source in their own text).
+/// What runv and hyperctl print for a failed command.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn causes_are_not_repeated() {
+        let e = anyhow::anyhow!("inner")
+            .context("outer: inner")
+            .context("top");
+        assert_eq!(super::error_text(&e), "top: outer: inner");
+        let e = anyhow::anyhow!("root cause").context("reading x");
+        assert_eq!(super::error_text(&e), "reading x: root cause");
+    }
+
     use super::*;
 
     #[test]

@@ -32,35 +32,8 @@ fn main() {
     match commands::dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("hyperctl: {}", error_text(&e));
+            eprintln!("hyperctl: {}", runtime::log::error_text(&e));
             std::process::exit(125);
         }
-    }
-}
-
-/// The error and its causes, "a: b: c", leaving out a cause whose text is already there.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    msg
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn causes_are_not_repeated() {
-        let e = anyhow::anyhow!("inner")
-            .context("outer: inner")
-            .context("top");
-        assert_eq!(super::error_text(&e), "top: outer: inner");
     }
 }

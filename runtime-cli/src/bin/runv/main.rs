@@ -38,7 +38,7 @@ fn main() {
     match commands::dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let msg = error_text(&e);
+            let msg = runtime::log::error_text(&e);
             // As runc: with --log the line goes to the log and the bare message to
             // stderr; without, stderr gets the formatted line.
             if cli.global.log.is_some() {
@@ -49,35 +49,5 @@ fn main() {
             }
             std::process::exit(1);
         }
-    }
-}
-
-/// The error and its causes, "a: b: c", leaving out a cause whose text the message
-/// already contains (the protocol's errors repeat their source in their own text).
-fn error_text(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    msg
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn causes_are_not_repeated() {
-        let e = anyhow::anyhow!("inner")
-            .context("outer: inner")
-            .context("top");
-        assert_eq!(super::error_text(&e), "top: outer: inner");
-        let e = anyhow::anyhow!("root cause").context("reading x");
-        assert_eq!(super::error_text(&e), "reading x: root cause");
     }
 }
