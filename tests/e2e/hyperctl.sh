@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hyperctl end to end: images from a docker-archive and an OCI layout, run flags
-# (-e -w -u -v -i -t --cpus --memory), exit codes, --rm leaving nothing, -d with
+# (-e -w -u -v -i -t --cpus --memory), exit codes, --rm leaving nothing, -d (and -d --rm) with
 # logs/stop/rm, ps, images/rmi, and a hostile archive. Boots VMs, so it runs in kvmbox:
 #
 #   tests/kvmbox/kvmbox --env HYPERCTL=/path/to/hyperctl --env RUNV_KERNEL=... \
@@ -174,12 +174,31 @@ hc run -d --name forced "$SHORT" sleep 1000 >/dev/null
 out_is "rm -f of a running container" "forced" hc rm -f forced
 nothing_left "rm -f" forced
 
+# --- run -d --rm: a watcher removes the container once it stops
+# gone_within SECS NAME: polls until the container and its watcher are gone.
+gone_within() {
+  local deadline=$((SECONDS + $1))
+  while ((SECONDS < deadline)); do
+    [[ ! -e $root/containers/$2 ]] && ! pgrep -f -- "__autoremove $2\$" >/dev/null && return 0
+    sleep 0.5
+  done
+  return 1
+}
+out_is "run -d --rm prints the name" "autorm" hc run -d --rm --name autorm "$SHORT" sh -c 'sleep 3'
+check "run -d --rm: the container runs until its process ends" test -e "$root/containers/autorm"
+check "run -d --rm: removed after its process exits (and the watcher ended)" gone_within 120 autorm
+nothing_left "-d --rm, exited" autorm
+hc run -d --rm --name autostop "$SHORT" sleep 1000 >/dev/null
+out_is "stop of a -d --rm container" "autostop" hc stop -t 1 autostop
+check "run -d --rm: removed after stop" gone_within 120 autostop
+nothing_left "-d --rm, stopped" autostop
+
 # --- bad input leaves nothing
 fails_with "unknown image" 'image "nosuch:1": not in the store' hc run --name n1 nosuch:1 true
 fails_with "bad -v" '-v relative:/x' hc run --name n2 -v relative:/x "$SHORT" true
 fails_with "bad -w" 'working directory' hc run --name n3 -w rel "$SHORT" true
 fails_with "unknown user" 'nosuchuser' hc run --name n4 -u nosuchuser "$SHORT" true
-fails_with "-d with --rm" 'cannot be combined' hc run -d --rm --name n5 "$SHORT" true
+fails_with "-d with -t" 'cannot be combined' hc run -d -t --name n5 "$SHORT" true
 hc run --rm --name n6 "$SHORT" /no/such/binary >/dev/null 2>"$work/n6.err"
 rc=$?
 [[ $rc != 0 ]] && ok "a missing command fails (exit $rc)" || not_ok "a missing command: exit 0"

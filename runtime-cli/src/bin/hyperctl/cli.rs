@@ -69,6 +69,9 @@ pub enum Command {
         force: bool,
         name: String,
     },
+    /// The background half of `run -d --rm` (started by hyperctl itself)
+    #[command(name = "__autoremove", hide = true)]
+    Autoremove { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One file per verb. `pull` (registry) writes into the same store as `load`, through
 //! the store's digest-checked blob writer.
 
+mod autoremove;
 mod images;
 mod load;
 mod logs;
@@ -34,6 +35,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Logs { name } => logs::logs(root, name).map(|()| 0),
         Command::Stop { time, name } => stop::stop(root, name, *time).map(|()| 0),
         Command::Rm { force, name } => rm::rm(root, name, *force).map(|()| 0),
+        Command::Autoremove { name } => autoremove::autoremove(root, name).map(|()| 0),
     }
 }
 

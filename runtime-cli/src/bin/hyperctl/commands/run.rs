@@ -65,7 +65,14 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<i32> {
         }
     };
     if a.detach {
-        return run_detached(&runv, &containers, &name);
+        run_detached(&runv, &containers, &name)?;
+        if a.rm {
+            // Removed when it stops, by a watcher that outlives this call. If the watcher
+            // cannot start, the container keeps running: say so rather than kill it.
+            super::autoremove::spawn(root, &name)
+                .with_context(|| format!("{name} runs, but will not be removed when it stops"))?;
+        }
+        return Ok(0);
     }
     let code = if a.tty {
         run_tty(&runv, &containers, &name, a.interactive)
@@ -96,10 +103,7 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<i32> {
 
 fn check_combination(a: &RunArgs) -> Result<()> {
     if a.detach && (a.tty || a.interactive) {
-        bail!("-d cannot be combined with -t or -i: a detached container has no terminal or stdin in hyperctl yet");
-    }
-    if a.detach && a.rm {
-        bail!("-d cannot be combined with --rm yet: remove a detached container with `hyperctl rm -f NAME`");
+        bail!("-d cannot be combined with -t or -i: hyperctl has no attach, so a detached container gets no terminal or stdin");
     }
     Ok(())
 }
@@ -287,7 +291,7 @@ fn run_tty(runv: &Runv, containers: &Containers, name: &str, interactive: bool) 
     Ok(exit_code(status?))
 }
 
-fn run_detached(runv: &Runv, containers: &Containers, name: &str) -> Result<i32> {
+fn run_detached(runv: &Runv, containers: &Containers, name: &str) -> Result<()> {
     let log_path = containers.log(name);
     let log = OpenOptions::new()
         .create(true)
@@ -327,7 +331,7 @@ fn run_detached(runv: &Runv, containers: &Containers, name: &str) -> Result<i32>
         );
     }
     println!("{name}");
-    Ok(0)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -346,15 +350,12 @@ mod tests {
 
     #[test]
     fn refused_combinations() {
-        for bad in [
-            &["-d", "-t", "x"][..],
-            &["-d", "-i", "x"],
-            &["-d", "--rm", "x"],
-        ] {
+        for bad in [&["-d", "-t", "x"][..], &["-d", "-i", "x"]] {
             let e = check_combination(&args(bad)).unwrap_err().to_string();
             assert!(e.starts_with("-d cannot be combined"), "{e}");
         }
         check_combination(&args(&["-d", "x"])).unwrap();
+        check_combination(&args(&["-d", "--rm", "x"])).unwrap();
         check_combination(&args(&["--rm", "-ti", "x"])).unwrap();
     }
 
