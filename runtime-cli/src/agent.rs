@@ -67,7 +67,7 @@ pub fn hybrid_connect(uds: &Path, port: u32, limit: Duration) -> Result<UnixStre
         uds: uds.into(),
         source,
     };
-    let mut s = UnixStream::connect(uds).map_err(io)?;
+    let mut s = crate::uds::connect(uds).map_err(io)?;
     s.set_read_timeout(Some(limit)).map_err(io)?;
     s.set_write_timeout(Some(limit)).map_err(io)?;
     s.write_all(format!("CONNECT {port}\n").as_bytes())

@@ -4,7 +4,6 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -59,7 +58,7 @@ pub fn send_console(socket: &Path, master: BorrowedFd<'_>, name: &str) -> Result
         path: socket.into(),
         source,
     };
-    let s = UnixStream::connect(socket).map_err(err)?;
+    let s = crate::uds::connect(socket).map_err(err)?;
     let fds = [master.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(name.as_bytes())];

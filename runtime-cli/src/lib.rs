@@ -3,7 +3,7 @@
 //! - [`config`]: where the guest kernel, agent initramfs and runv-vmm are;
 //! - [`state`]: `<root>/<id>/state.json` and the per-container lock;
 //! - [`sandbox`]: create a sandbox (VMM, share, agent, container) and tear it down;
-//! - [`vmm`], [`agent`], [`share`], [`shim`], [`console`]: its pieces;
+//! - [`vmm`], [`agent`], [`share`], [`shim`], [`console`], [`uds`]: its pieces;
 //! - [`hooks`], [`cgroups`], [`sizing`], [`signals`], [`speccheck`]: host-side duties;
 //! - [`oci`], [`log`]: runc's output and log formats.
 //!
@@ -23,6 +23,7 @@ pub mod signals;
 pub mod sizing;
 pub mod speccheck;
 pub mod state;
+pub mod uds;
 pub mod vmm;
 
 #[cfg(test)]

@@ -18,11 +18,6 @@ use crate::state::{HostProcess, Locked, Root, State, StateError, Status};
 use crate::vmm::{self, Netns, VmmLaunch, SHARE_TAG};
 use crate::{cgroups, share, sizing};
 
-/// Longest Unix socket path (sun_path is 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
-/// The suffix the VMM adds for stdio ports (`_<port>`, up to 10 digits).
-const PORT_SUFFIX: usize = 11;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(transparent)]
@@ -56,8 +51,6 @@ pub enum SandboxError {
     Shim(#[from] ShimError),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error("socket path {} is longer than {MAX_SOCKET_PATH} bytes with its port suffix; use a shorter --root", path.display())]
-    SocketPath { path: PathBuf },
 }
 
 /// What `create` needs beyond the bundle.
@@ -219,13 +212,6 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Created, SandboxError
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| cgroups::relative_path(&p.display().to_string()))
         .transpose()?;
-    let uds_len = vsock_path(&root.dir(&opts.id)).as_os_str().len();
-    if uds_len + PORT_SUFFIX > MAX_SOCKET_PATH {
-        return Err(SandboxError::SocketPath {
-            path: vsock_path(&root.dir(&opts.id)),
-        });
-    }
-
     let locked = root.create(&opts.id)?;
     let mut undo = Undo {
         dir: locked.dir.clone(),

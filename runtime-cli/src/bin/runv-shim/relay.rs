@@ -21,7 +21,7 @@ impl Listener {
     pub fn bind(uds: &std::path::Path, name: &'static str, port: u32) -> std::io::Result<Self> {
         let path = PathBuf::from(format!("{}_{port}", uds.display()));
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|e| {
+        let listener = runtime::uds::bind(&path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("binding {} ({name}): {e}", path.display()),

@@ -1,9 +1,14 @@
 //! The Unix-socket end of hybrid vsock: the VMM's listener (its file removed when the
 //! VMM is done with it) and non-blocking connects to host listeners.
+//!
+//! Paths longer than `sun_path` (runv's state directories under Docker's state root are)
+//! are reached through their directory: it is opened `O_PATH` and the socket is named
+//! `/proc/self/fd/<fd>/<file name>` for the bind or connect.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +22,8 @@ pub struct Listener {
 impl Listener {
     /// Binds `path` (which must not exist: it may be another VMM's socket), non-blocking.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        let listener = UnixListener::bind(path)?;
+        let (short, _dir) = short_path(path)?;
+        let listener = UnixListener::bind(&short)?;
         listener.set_nonblocking(true)?;
         Ok(Listener {
             listener,
@@ -59,6 +65,35 @@ impl Drop for Listener {
     }
 }
 
+/// Longest path that fits `sun_path` with its terminating NUL.
+const MAX_SUN_PATH: usize = 107;
+
+/// `path` itself when it fits `sun_path`; else `/proc/self/fd/<fd>/<file name>` with the
+/// directory's `O_PATH` fd, which must stay open until the bind or connect is done.
+fn short_path(path: &Path) -> io::Result<(PathBuf, Option<OwnedFd>)> {
+    if path.as_os_str().len() <= MAX_SUN_PATH {
+        return Ok((path.into(), None));
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path {} has no directory or file name",
+                path.display()
+            ),
+        ));
+    };
+    let dir: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)?
+        .into();
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    Ok((short, Some(dir)))
+}
+
 /// The host listener for guest connects to `port`: `<uds>_<port>`.
 pub fn port_path(uds: &Path, port: u32) -> PathBuf {
     let mut p = uds.as_os_str().to_os_string();
@@ -69,15 +104,16 @@ pub fn port_path(uds: &Path, port: u32) -> PathBuf {
 /// Connects to `path` without ever blocking: a listener whose backlog is full gives
 /// `WouldBlock` at once (std's connect would wait, and stall every device).
 pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    let (short, _dir) = short_path(path)?;
     // SAFETY: sockaddr_un is plain data, valid when zeroed.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
+    let bytes = short.as_os_str().as_bytes();
     // Keep a terminating NUL.
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("socket path {} is too long", path.display()),
+            format!("socket file name of {} is too long", path.display()),
         ));
     }
     for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
@@ -133,6 +169,26 @@ mod tests {
             io::ErrorKind::InvalidInput
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sockets_deeper_than_sun_path_bind_and_connect() {
+        let top = std::env::temp_dir().join(format!("runv-udsd-{}", std::process::id()));
+        let dir = top.join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uds = dir.join("v.sock");
+        assert!(uds.as_os_str().len() > MAX_SUN_PATH);
+        let l = Listener::bind(&uds).unwrap();
+        assert!(uds.exists(), "the socket file is in the real directory");
+        let s = connect_nonblocking(&uds).unwrap();
+        assert!(s.take_error().unwrap().is_none());
+        let (short, _dir) = short_path(&port_path(&uds, 7)).unwrap();
+        let port = UnixListener::bind(&short).unwrap();
+        let _c = connect_nonblocking(&port_path(&uds, 7)).unwrap();
+        port.accept().unwrap();
+        drop(l);
+        assert!(!uds.exists());
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
