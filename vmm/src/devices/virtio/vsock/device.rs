@@ -36,8 +36,10 @@ pub struct VsockConfig {
     pub uds: PathBuf,
 }
 
-/// Longest `uds=` path: `<uds>_4294967295` must still fit a sockaddr_un (107 bytes).
-pub const MAX_UDS_LEN: usize = 107 - "_4294967295".len();
+/// Longest file name of the `uds=` socket. The path may be of any length (a long one is
+/// reached through `/proc/self/fd/<dir fd>/`, see uds.rs), but that prefix plus the name
+/// plus `_4294967295` must fit a sockaddr_un (107 bytes).
+pub const MAX_UDS_NAME_LEN: usize = 107 - "/proc/self/fd/4294967295/".len() - "_4294967295".len();
 
 impl std::str::FromStr for VsockConfig {
     type Err = String;
@@ -66,10 +68,14 @@ impl std::str::FromStr for VsockConfig {
             return Err(format!("--vsock {s:?}: {}", Error::Cid(cid)));
         }
         let uds = uds.ok_or_else(|| format!("--vsock {s:?}: uds=PATH is missing"))?;
-        if uds.as_os_str().len() > MAX_UDS_LEN {
-            return Err(format!(
-                "--vsock {s:?}: the uds path is longer than {MAX_UDS_LEN} bytes"
-            ));
+        match uds.file_name() {
+            Some(n) if n.len() <= MAX_UDS_NAME_LEN => {}
+            Some(_) => {
+                return Err(format!(
+                    "--vsock {s:?}: the uds file name is longer than {MAX_UDS_NAME_LEN} bytes"
+                ))
+            }
+            None => return Err(format!("--vsock {s:?}: the uds path has no file name")),
         }
         Ok(VsockConfig { cid, uds })
     }
@@ -273,8 +279,15 @@ mod tests {
             let e = bad.parse::<VsockConfig>().unwrap_err();
             assert!(e.contains(says) && e.contains("--vsock"), "{bad}: {e}");
         }
-        let long = format!("cid=3,uds=/{}", "x".repeat(MAX_UDS_LEN));
+        let long = format!("cid=3,uds=/{}", "x".repeat(MAX_UDS_NAME_LEN + 1));
         assert!(long.parse::<VsockConfig>().unwrap_err().contains("longer"));
+        assert!("cid=3,uds=/"
+            .parse::<VsockConfig>()
+            .unwrap_err()
+            .contains("no file name"));
+        // A deep directory is fine: only the name counts.
+        let deep = format!("cid=3,uds=/{}/v.sock", "d/".repeat(100));
+        assert!(deep.parse::<VsockConfig>().is_ok());
     }
 
     #[test]
