@@ -105,6 +105,23 @@ pub struct VmmLaunch {
     pub netns: Netns,
 }
 
+/// The guest kernel's command line. `agent_log` (from `RUNV_AGENT_LOG`, a tracing filter
+/// such as `debug`) reaches the agent as an environment variable: the kernel hands
+/// unknown `KEY=VALUE` words to init. A filter with anything but
+/// `[A-Za-z0-9_=,:.-]` is ignored (it would split the command line).
+fn cmdline(agent_log: Option<&str>) -> String {
+    match agent_log {
+        Some(f)
+            if !f.is_empty()
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_=,:.-".contains(&b)) =>
+        {
+            format!("{CMDLINE} RUNV_AGENT_LOG={f}")
+        }
+        _ => CMDLINE.into(),
+    }
+}
+
 impl VmmLaunch {
     pub fn args(&self) -> Vec<String> {
         vec![
@@ -113,7 +130,7 @@ impl VmmLaunch {
             "--initrd".into(),
             self.initrd.display().to_string(),
             "--cmdline".into(),
-            CMDLINE.into(),
+            cmdline(std::env::var("RUNV_AGENT_LOG").ok().as_deref()),
             "--cpus".into(),
             self.cpus.to_string(),
             "--memory".into(),
@@ -243,6 +260,21 @@ pub fn tail(path: &Path, max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_log_filter_reaches_the_command_line_only_when_harmless() {
+        assert_eq!(cmdline(None), CMDLINE);
+        assert_eq!(
+            cmdline(Some("debug")),
+            format!("{CMDLINE} RUNV_AGENT_LOG=debug")
+        );
+        assert_eq!(
+            cmdline(Some("runv_agent=debug,libcontainer=trace")),
+            format!("{CMDLINE} RUNV_AGENT_LOG=runv_agent=debug,libcontainer=trace")
+        );
+        assert_eq!(cmdline(Some("debug init=/bin/sh")), CMDLINE);
+        assert_eq!(cmdline(Some("")), CMDLINE);
+    }
 
     #[test]
     fn inherited_fds_are_not_passed_on() {
