@@ -5,13 +5,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0 failed=0
-suites=("$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/agent.sh)
-# The runtime suites (RUNTIME=runv, HYPERCTL, RUNV_KERNEL/RUNV_INITRD from the environment)
-# are not part of the gate yet: in the first full run runtime.sh hung in its exec case
-# (exec --detach), see docs/runtime.md. RUNV_E2E_RUNTIME=1 runs them too.
-if [[ -n ${RUNV_E2E_RUNTIME:-} ]]; then
-  suites+=("$here"/runtime.sh "$here"/containerd.sh "$here"/hyperctl.sh)
-fi
+# The runtime suites use RUNTIME (runv), HYPERCTL, RUNV_KERNEL and RUNV_INITRD from the
+# environment; the conformance suite and Docker run in a box of their own
+# (tests/conformance/gate.sh).
+suites=("$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/agent.sh
+  "$here"/runtime.sh "$here"/containerd.sh "$here"/hyperctl.sh "$here"/hyperctl-pull.sh)
 for suite in "${suites[@]}"; do
   echo "# suite $(basename "$suite")"
   "$suite" 2>&1 | tee "$log"
