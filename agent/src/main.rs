@@ -13,6 +13,8 @@ mod procinfo;
 mod reaper;
 mod stdio;
 mod sysctl;
+#[cfg(test)]
+mod testdir;
 mod transport;
 mod validate;
 

@@ -83,28 +83,9 @@ mod tests {
 
     use super::*;
 
-    /// A fresh directory standing in for /proc/sys (removed when dropped).
-    struct TempDir(std::path::PathBuf);
-    impl TempDir {
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    fn tempdir() -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "runv-agent-sysctl-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
+    /// A fresh directory standing in for /proc/sys.
+    fn tempdir() -> crate::testdir::TempDir {
+        crate::testdir::TempDir::new("sysctl")
     }
 
     fn spec(netns: bool, sysctl: &[(&str, &str)]) -> Spec {

@@ -3,9 +3,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use oci_spec::runtime::{ProcessBuilder, SpecBuilder, UserBuilder};
 
 use super::*;
+use crate::testdir::TempDir;
 
-fn rootfs() -> tempdir::TempDir {
-    let d = tempdir::TempDir::new();
+fn rootfs() -> TempDir {
+    let d = TempDir::new("validate");
     let root = d.path();
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("home/user")).unwrap();
@@ -20,33 +21,6 @@ fn rootfs() -> tempdir::TempDir {
     symlink("/bin", root.join("usr-bin")).unwrap();
     symlink("/home/user", root.join("h")).unwrap();
     d
-}
-
-/// A tiny self-cleaning temporary directory (no extra crate).
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    pub struct TempDir(PathBuf);
-    impl TempDir {
-        pub fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "runv-agent-validate-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn process(args: &[&str], cwd: &str, uid: u32) -> Process {
