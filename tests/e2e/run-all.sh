@@ -12,7 +12,8 @@ suites=("$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$he
   "$here"/runtime.sh "$here"/containerd.sh "$here"/hyperctl.sh "$here"/hyperctl-pull.sh)
 for suite in "${suites[@]}"; do
   echo "# suite $(basename "$suite")"
-  "$suite" 2>&1 | tee "$log"
+  # A suite that stops making progress fails alone instead of using up the box's time.
+  timeout -k 10 "${SUITE_TIMEOUT:-1200}" "$suite" 2>&1 | tee "$log"
   last=$(tail -n 1 "$log")
   if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
