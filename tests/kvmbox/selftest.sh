@@ -1,6 +1,7 @@
 #!/bin/bash
-# Self-test for tests/kvmbox/kvmbox. Boots the box four times (a few seconds
-# each with a warm cache; the first run may build the box). Prints one line
+# Self-test for tests/kvmbox/kvmbox. Boots the box six times (a few seconds
+# each with a warm cache, plus a 40 s sleep and a ~30 s stall; the first run may
+# build the box). Prints one line
 # per check and a final "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 
@@ -74,6 +75,38 @@ sleep 0.5
 leaked=$(pgrep -f -- "path=$tmp/timeout-marker" || true)
 check "--timeout 5 -- sleep 100 exits 124 (after ${took}s) and leaves no qemu" \
   "exit $rc; leaked qemu pids: ${leaked:-none}" test "$rc" = 124 -a -z "$leaked"
+
+# 8. Stall watch: a box that sleeps longer than KVMBOX_STALL_SECS is not a stall (its
+# periodic tick keeps QEMU's CPU time moving) ...
+KVMBOX_STALL_SECS=20 "$kvmbox" -- sleep 40 >/dev/null 2>"$tmp/sleep.err"
+rc=$?
+check "KVMBOX_STALL_SECS=20 -- sleep 40 exits 0: an idle box is not a stalled one" \
+  "exit $rc; stderr: $(tail -n 1 "$tmp/sleep.err")" test "$rc" = 0
+
+# 9. ... while a QEMU that stops using CPU (SIGSTOP here; a lost timer interrupt in
+# real life) is ended after KVMBOX_STALL_SECS with a message saying so, and no qemu stays.
+mkdir "$tmp/stall-marker"
+KVMBOX_STALL_SECS=20 "$kvmbox" --with "$tmp/stall-marker" --timeout 300 -- sleep 200 \
+  >/dev/null 2>"$tmp/stall.err" &
+box=$!
+qemu=''
+for _ in $(seq 1 100); do
+  qemu=$(pgrep -f -- "path=$tmp/stall-marker" | head -n 1) && [ -n "$qemu" ] && break
+  sleep 0.2
+done
+sleep 5
+[ -z "$qemu" ] || kill -STOP "$qemu"
+start=$(date +%s)
+wait "$box"
+rc=$?
+took=$(($(date +%s) - start))
+sleep 0.5
+leaked=$(pgrep -f -- "path=$tmp/stall-marker" || true)
+check "a stopped QEMU is reported as a stalled box: exit 124 after ${took}s, no qemu left" \
+  "exit $rc; stderr: $(tail -n 1 "$tmp/stall.err"); leaked: ${leaked:-none}" \
+  test "$rc" = 124 -a -z "$leaked" -a "$took" -lt 120
+check "the stall message names the cause" "$(tail -n 1 "$tmp/stall.err")" \
+  grep -q 'the box stalled: QEMU used no CPU' "$tmp/stall.err"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
