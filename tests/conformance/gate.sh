@@ -58,7 +58,7 @@ fi
 
 # Leak check over both suites.
 PASS=0 FAIL=0
-procs=$(pgrep -a -x 'runv-vmm|runv-shim')
+procs=$(pgrep -a -x runv-vmm; pgrep -a -x runv-shim) # names of at most 15 characters, one at a time
 check "leak check: no runv-vmm or runv-shim process left${procs:+ (found: $procs)}" test -z "$procs"
 new_mounts=$(awk '{ print $5 }' /proc/self/mountinfo | sort | comm -13 "$mounts_before" -)
 check "leak check: no mount left that was not there at the start${new_mounts:+ ($new_mounts)}" \

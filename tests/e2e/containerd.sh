@@ -272,7 +272,7 @@ wait "$containerd_pid" 2>/dev/null
 containerd_pid=
 left=$(pgrep -a -f -- "$work")
 if [[ -n $IS_RUNV && -n ${KVMBOX:-} ]]; then
-  left+=$(pgrep -a -x 'runv-vmm|runv-shim')
+  left+=$(pgrep -a -x runv-vmm; pgrep -a -x runv-shim) # names of at most 15 characters
 fi
 check "no shim or container process left" test -z "$left"
 [[ -z $left ]] || echo "# left: $left"
