@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The compatibility gate of CI, for one kvmbox run of its own (scripts/test.sh runs it
-# beside the end-to-end box): the OCI runtime-tools suite for runc and runv side by side
+# after the end-to-end box): the OCI runtime-tools suite for runc and runv side by side
 # (run.sh --gate --gated-only: every file runc passes must pass for runv unless listed in
 # exceptions.txt), then Docker driving runv (tests/e2e/docker.sh), then a leak check over
-# both: no runv-vmm or runv-shim
-# process, no mount that was not there at the start, and nothing under runv's default
-# root. Ends with "N passed, N failed".
+# both: no runv-vmm or runv-shim process, no mount that was not there at the start, and
+# nothing under runv's default root. Ends with "N passed, N failed".
 #
 #   tests/kvmbox/kvmbox --env RUNV_RUNTIME_TOOLS_DIR=$(tests/conformance/build.sh) \
 #     --env RUNTIME=/path/to/runv --env RUNV_KERNEL --env RUNV_INITRD -- tests/conformance/gate.sh
 #
-# COMPAT_DOC=FILE also writes the comparison table (docs/compatibility.md) there.
+# COMPAT_DOC=FILE also writes the comparison table (docs/compatibility.md) there, with
+# the Docker results appended.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../lib.sh"
