@@ -205,33 +205,13 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
         })
         .context("sending wait_process")?;
 
-    let uds = args.uds.clone();
-    let cid = args.container_id.clone();
-    let eid = args.exec_id.clone();
-    let terminal = tty.is_some();
-    let close_stdin = move || {
-        if terminal {
-            return;
-        }
-        let r = agent::call_once(
-            &uds,
-            &Request::CloseStdin {
-                container_id: cid,
-                exec_id: eid,
-            },
-            agent::CALL_LIMIT,
-        );
-        if let Err(e) = r {
-            tracing::debug!("close_stdin: {e}");
-        }
-    };
     let mut outputs = Vec::new();
     let size_fd = tty.as_ref().map(|t| t.size_fd);
     let mut restore = None;
     match tty {
         Some(t) => {
             if let Some(rx) = streams.remove("stdin") {
-                relay::spawn_stdin(t.input, rx, close_stdin);
+                relay::spawn_stdin(t.input, rx);
             }
             if let Some(rx) = streams.remove("stdout") {
                 outputs.push(relay::spawn_output(rx, t.output));
@@ -240,7 +220,7 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
         }
         None => {
             if let Some(rx) = streams.remove("stdin") {
-                relay::spawn_stdin(relay::dup_fd(0)?, rx, close_stdin);
+                relay::spawn_stdin(relay::dup_fd(0)?, rx);
             }
             if let Some(rx) = streams.remove("stdout") {
                 outputs.push(relay::spawn_output(rx, relay::dup_fd(1)?));

@@ -60,13 +60,12 @@ pub fn dup_fd(fd: i32) -> std::io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(n) }))
 }
 
-/// stdin: `source` to the stream until EOF, then the stream's write side is shut down
-/// (the process reads EOF); `on_eof` runs after that (CloseStdin).
-pub fn spawn_stdin(
-    mut source: File,
-    stream: mpsc::Receiver<UnixStream>,
-    on_eof: impl FnOnce() + Send + 'static,
-) -> JoinHandle<()> {
+/// stdin: `source` to the stream until EOF, then the stream's write side is shut down.
+/// The half-close travels behind the data (runv-vmm's vsock sends SHUTDOWN(SEND) only
+/// after the stream's last byte), so the process reads everything and then EOF. No
+/// `close_stdin` call follows: on its own connection it could overtake bytes still in
+/// flight and cut the process's input short.
+pub fn spawn_stdin(mut source: File, stream: mpsc::Receiver<UnixStream>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let Ok(mut s) = stream.recv() else {
             return;
@@ -84,7 +83,6 @@ pub fn spawn_stdin(
             }
         }
         let _ = s.shutdown(Shutdown::Write);
-        on_eof();
     })
 }
 
