@@ -9,7 +9,11 @@
 //! 0x1_0000_0000 the rest of RAM when the VM has more than 3 GiB
 //! ```
 
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// Real-mode IVT and BIOS data area end; the first byte the VMM may use for boot structures.
 pub const GDT_START: u64 = 0x500;
@@ -33,6 +37,8 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9_fc00;
 /// Start of high memory (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
+/// Huge page size: guest RAM is mapped at host addresses aligned to it.
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// Start of the 32-bit MMIO gap below 4 GiB.
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO gap.
@@ -95,8 +101,11 @@ pub enum Error {
         /// Bytes asked for.
         size: u64,
         /// Cause.
-        source: vm_memory::mmap::FromRangesError,
+        source: std::io::Error,
     },
+    /// vm-memory refused the regions (overlap or address overflow).
+    #[error("guest RAM regions: {0}")]
+    Regions(String),
 }
 
 /// Guest RAM ranges for `mem_size` bytes of memory, skipping the 32-bit MMIO gap.
@@ -142,23 +151,170 @@ pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     map
 }
 
+/// Guest RAM: the memory the VM and its devices share (`Deref` to it), and the host
+/// mappings behind it.
+///
+/// Each range is mapped at a host address aligned to [`HUGE_PAGE_SIZE`], as QEMU does:
+/// KVM maps guest memory with 2 MiB nested-paging entries only where the host address
+/// and the guest address agree modulo 2 MiB, and a plain anonymous mmap (Linux before
+/// 6.7 aligns none) almost never does, so every 4 KiB page the guest touched first cost
+/// its own nested page fault. vm-memory cannot place a mapping, so the mappings are ours
+/// and are unmapped when the last user of the memory is gone (see [`GuestRam::release`]).
+pub struct GuestRam {
+    mem: GuestMemoryMmap,
+    mappings: Vec<RamMapping>,
+}
+
+struct RamMapping {
+    region: Arc<GuestRegionMmap>,
+    addr: usize,
+    len: usize,
+}
+
+impl Deref for GuestRam {
+    type Target = GuestMemoryMmap;
+    fn deref(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+}
+
+impl GuestRam {
+    /// Unmaps every range no one else holds any more (a clone of the memory given to a
+    /// device keeps its ranges mapped); returns how many were unmapped. After this the
+    /// memory is empty.
+    pub fn release(&mut self) -> usize {
+        self.mem = GuestMemoryMmap::default();
+        let mut unmapped = 0;
+        for m in self.mappings.drain(..) {
+            match Arc::try_unwrap(m.region) {
+                Ok(region) => {
+                    drop(region);
+                    // SAFETY: the mapping was made by `map_aligned` for this range and the
+                    // last reference to the region that wraps it was just dropped, so no
+                    // one can reach these addresses any more.
+                    unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) };
+                    unmapped += 1;
+                }
+                Err(_) => tracing::warn!(
+                    "guest RAM at host {:#x} is still in use at teardown; left mapped",
+                    m.addr
+                ),
+            }
+        }
+        unmapped
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Flags of a guest RAM mapping (those vm-memory uses for anonymous regions).
+const RAM_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const RAM_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// Maps `len` bytes of anonymous memory at a host address aligned to [`HUGE_PAGE_SIZE`]:
+/// reserve `len` + 2 MiB without access, map the aligned part over it, unmap the rest.
+fn map_aligned(len: usize) -> std::io::Result<usize> {
+    let total = len
+        .checked_add(HUGE_PAGE_SIZE)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+    // SAFETY: a new anonymous mapping at an address of the kernel's choosing; it touches
+    // no existing memory.
+    let reserve = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            RAM_FLAGS,
+            -1,
+            0,
+        )
+    };
+    if reserve == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let start = reserve as usize;
+    let aligned = start.next_multiple_of(HUGE_PAGE_SIZE);
+    // SAFETY: [aligned, aligned + len) lies inside the reservation just made, which
+    // nothing else uses; MAP_FIXED replaces that part of it.
+    let ram = unsafe {
+        libc::mmap(
+            aligned as *mut libc::c_void,
+            len,
+            RAM_PROT,
+            RAM_FLAGS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if ram == libc::MAP_FAILED {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: the whole reservation is ours and unused.
+        unsafe { libc::munmap(reserve, total) };
+        return Err(err);
+    }
+    let head = aligned - start;
+    let tail = total - head - len;
+    // SAFETY: the head and tail are the unused ends of our own reservation.
+    unsafe {
+        if head > 0 {
+            libc::munmap(reserve, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    Ok(aligned)
+}
+
 /// Maps `mem_mib` MiB of anonymous guest RAM (lazily backed: untouched pages cost nothing).
-pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, Error> {
+pub fn create_guest_memory(mem_mib: u64) -> Result<GuestRam, Error> {
     let size = mem_mib
         .checked_mul(1 << 20)
         .filter(|_| mem_mib >= MIN_MEMORY_MIB)
         .filter(|s| s.checked_add(MMIO_GAP_END).is_some())
         .ok_or(Error::InvalidSize(mem_mib))?;
-    let ranges: Vec<(GuestAddress, usize)> = ram_ranges(size)
-        .iter()
-        .map(|r| (GuestAddress(r.start), r.size as usize))
-        .collect();
-    let mem =
-        GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Mmap { size, source })?;
-    for region in mem.iter() {
-        advise_huge_pages(region.as_ptr(), region.len() as usize);
+    let mut ram = GuestRam {
+        mem: GuestMemoryMmap::default(),
+        mappings: Vec::new(),
+    };
+    for range in ram_ranges(size) {
+        let len = usize::try_from(range.size).map_err(|_| Error::InvalidSize(mem_mib))?;
+        let addr = map_aligned(len).map_err(|source| Error::Mmap { size, source })?;
+        // SAFETY: [addr, addr + len) is the mapping just made, readable and writable, and
+        // `ram` unmaps it only once no region wrapping it is left.
+        let built = unsafe {
+            MmapRegionBuilder::new(len)
+                .with_raw_mmap_pointer(addr as *mut u8)
+                .with_mmap_prot(RAM_PROT)
+                .with_mmap_flags(RAM_FLAGS)
+                .build()
+        };
+        let region = built
+            .ok()
+            .and_then(|r| GuestRegionMmap::new(r, GuestAddress(range.start)));
+        let Some(region) = region else {
+            // SAFETY: the mapping was made above and nothing wraps it.
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+            return Err(Error::Regions(format!(
+                "cannot wrap {len} bytes at guest {:#x}",
+                range.start
+            )));
+        };
+        advise_huge_pages(addr as *mut u8, len);
+        ram.mappings.push(RamMapping {
+            region: Arc::new(region),
+            addr,
+            len,
+        });
     }
-    Ok(mem)
+    let regions = ram.mappings.iter().map(|m| m.region.clone()).collect();
+    ram.mem =
+        GuestMemoryMmap::from_arc_regions(regions).map_err(|e| Error::Regions(e.to_string()))?;
+    Ok(ram)
 }
 
 /// Asks for transparent huge pages on guest RAM, as QEMU does: one 2 MiB page instead of
@@ -233,6 +389,36 @@ mod tests {
         let mem = create_guest_memory(128).unwrap();
         let total: u64 = mem.iter().map(|r| r.len()).sum();
         assert_eq!(total, 128 * MIB);
+    }
+
+    #[test]
+    fn guest_ram_is_huge_page_aligned_on_the_host() {
+        for mib in [64, 3 * 1024 + 512] {
+            let mem = create_guest_memory(mib).unwrap();
+            for region in mem.iter() {
+                let host = mem.get_host_address(region.start_addr()).unwrap() as usize;
+                assert_eq!(host % HUGE_PAGE_SIZE, 0, "{mib} MiB: host {host:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn guest_ram_is_unmapped_only_when_no_one_holds_it() {
+        use vm_memory::Bytes;
+        let mut ram = create_guest_memory(64).unwrap();
+        ram.write_obj(0x5a5a_u16, GuestAddress(0x1000)).unwrap();
+        assert_eq!(ram.release(), 1);
+        assert_eq!(ram.iter().count(), 0);
+
+        let mut ram = create_guest_memory(64).unwrap();
+        let device_copy: GuestMemoryMmap = (*ram).clone();
+        assert_eq!(ram.release(), 0, "a device still holds the memory");
+        // Still mapped: reading and writing through the device's copy works.
+        device_copy.write_obj(7_u32, GuestAddress(0x2000)).unwrap();
+        assert_eq!(
+            device_copy.read_obj::<u32>(GuestAddress(0x2000)).unwrap(),
+            7
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{self, i8042::I8042, power, serial, Buses};
 use crate::event_loop::{self, EventLoop};
 use crate::exit::{ExitReason, ExitSender};
-use crate::memory;
+use crate::memory::{self, GuestRam};
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use std::io::Write;
@@ -107,7 +107,6 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
-    mem: GuestMemoryMmap,
     bus: Buses,
     event_loop: Option<EventLoop>,
     virtio: Vec<acpi::VirtioMmioAcpi>,
@@ -115,6 +114,8 @@ pub struct Vm {
     vcpus: Vec<VcpuFd>,
     exit_tx: ExitSender,
     exit_rx: Receiver<ExitReason>,
+    /// Last, so it is dropped after everything that may hold a copy of the memory.
+    mem: GuestRam,
 }
 
 impl Vm {
@@ -293,7 +294,7 @@ impl Vm {
                 count,
                 tsc_deadline,
             };
-            cpu::configure_vcpu(&fd, &supported, topo, &self.mem, entry.filter(|_| id == 0))?;
+            cpu::configure_vcpu(&fd, &supported, topo, &*self.mem, entry.filter(|_| id == 0))?;
             self.vcpus.push(fd);
         }
         Ok(())

@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn long_mode_state_and_page_tables() {
         let mem = create_guest_memory(64).unwrap();
-        let s = setup_long_mode(&mem, kvm_sregs::default()).unwrap();
+        let s = setup_long_mode(&*mem, kvm_sregs::default()).unwrap();
         assert_eq!(s.cr3, PML4_START);
         assert_ne!(s.cr0 & X86_CR0_PG, 0);
         assert_ne!(s.cr4 & X86_CR4_PAE, 0);
