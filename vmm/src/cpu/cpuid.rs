@@ -92,6 +92,13 @@ fn filter_entry(e: &mut kvm_cpuid_entry2, topo: CpuTopology) {
                 }
             }
         }
+        0x8000_0002..=0x8000_0005 => {
+            // The processor brand string and the L1 cache/TLB leaf: KVM reports them as
+            // zero and leaves them to the VMM; give the host's, as QEMU's `-cpu host`
+            // does, so the guest's /proc/cpuinfo names its model.
+            let host = host_cpuid(e.function);
+            (e.eax, e.ebx, e.ecx, e.edx) = (host.eax, host.ebx, host.ecx, host.edx);
+        }
         0x8000_0008 => {
             // AMD: ECX[15:12] APIC-id bits for cores, ECX[7:0] cores per package - 1.
             e.ecx = (e.ecx & !0xf0ff) | (id_bits(topo.count) << 12) | (count - 1);
@@ -104,6 +111,12 @@ fn filter_entry(e: &mut kvm_cpuid_entry2, topo: CpuTopology) {
         }
         _ => {}
     }
+}
+
+/// The host processor's CPUID leaf `function` (subleaf 0).
+fn host_cpuid(function: u32) -> std::arch::x86_64::CpuidResult {
+    // Only extended leaves KVM listed (so the host has them) are asked for.
+    std::arch::x86_64::__cpuid(function)
 }
 
 #[cfg(test)]
@@ -179,6 +192,34 @@ mod tests {
         assert_eq!((e1.eax >> 14) & 0xfff, 0);
         assert_eq!(e1.eax & 0x3fff, 1 << 5 | 1);
         assert_eq!((find(&c, 4, 3).eax >> 14) & 0xfff, 1);
+    }
+
+    #[test]
+    fn brand_string_is_the_hosts() {
+        let zero = |f| kvm_cpuid_entry2 {
+            function: f,
+            ..Default::default()
+        };
+        let c = filtered(
+            &[zero(0x8000_0002), zero(0x8000_0003), zero(0x8000_0004)],
+            0,
+            1,
+        );
+        let mut guest = Vec::new();
+        let mut host = Vec::new();
+        for f in 0x8000_0002..=0x8000_0004 {
+            let e = find(&c, f, 0);
+            let h = host_cpuid(f);
+            for r in [e.eax, e.ebx, e.ecx, e.edx] {
+                guest.extend(r.to_le_bytes());
+            }
+            for r in [h.eax, h.ebx, h.ecx, h.edx] {
+                host.extend(r.to_le_bytes());
+            }
+        }
+        assert_eq!(guest, host);
+        let brand = String::from_utf8_lossy(&guest);
+        assert!(!brand.trim_matches(['\0', ' ']).is_empty(), "{brand:?}");
     }
 
     #[test]
