@@ -319,6 +319,12 @@ for _ in range(600):  # bounded: the test kills it long before
     server.handle_request()
 PY
 pids+=($!)
+# Python starts slowly in the box: pull only once the token service answers (CI once
+# pulled first, the token request was refused and the registry answered 401).
+for i in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$TPORT/ready" && break
+  sleep 0.1
+done
 BPORT=$(free_port)
 start_registry bearer "$BPORT" "auth:
   silly:
