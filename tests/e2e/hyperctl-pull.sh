@@ -386,7 +386,7 @@ asyncio.run(main())
 PY
 proxy=$!
 pids+=($proxy)
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PPORT/v2/" && break; sleep 0.1; done
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PPORT/v2/" && break; sleep 0.1; done
 
 # wait_download ROOT: until a partial blob is being written under ROOT's tmp/ (10 s at most).
 wait_download() {
