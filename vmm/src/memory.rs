@@ -167,8 +167,24 @@ pub struct GuestRam {
 
 struct RamMapping {
     region: Arc<GuestRegionMmap>,
-    addr: usize,
+    reservation: Reservation,
+}
+
+/// An address range of ours: the guest RAM mapping inside it, `PROT_NONE` around it.
+struct Reservation {
+    start: usize,
     len: usize,
+}
+
+impl Reservation {
+    /// Unmaps the whole range.
+    ///
+    /// # Safety
+    /// Nothing may use memory in the range any more.
+    unsafe fn unmap(self) {
+        // SAFETY: the range is ours (see `map_aligned`) and unused, as the caller promises.
+        unsafe { libc::munmap(self.start as *mut libc::c_void, self.len) };
+    }
 }
 
 impl Deref for GuestRam {
@@ -189,15 +205,14 @@ impl GuestRam {
             match Arc::try_unwrap(m.region) {
                 Ok(region) => {
                     drop(region);
-                    // SAFETY: the mapping was made by `map_aligned` for this range and the
-                    // last reference to the region that wraps it was just dropped, so no
-                    // one can reach these addresses any more.
-                    unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) };
+                    // SAFETY: the last reference to the region that wraps this mapping was
+                    // just dropped, so no one can reach these addresses any more.
+                    unsafe { m.reservation.unmap() };
                     unmapped += 1;
                 }
                 Err(_) => tracing::warn!(
                     "guest RAM at host {:#x} is still in use at teardown; left mapped",
-                    m.addr
+                    m.reservation.start
                 ),
             }
         }
@@ -216,14 +231,17 @@ const RAM_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const RAM_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
 /// Maps `len` bytes of anonymous memory at a host address aligned to [`HUGE_PAGE_SIZE`]:
-/// reserve `len` + 2 MiB without access, map the aligned part over it, unmap the rest.
-fn map_aligned(len: usize) -> std::io::Result<usize> {
+/// reserves `len` + 2 MiB without access and maps the aligned part over it; returns the
+/// mapping's address and the reservation. The slack stays reserved: unmapped, it would
+/// leave a free 2 MiB-aligned hole beside guest RAM, where the next thread stack lands
+/// and, with THP set to `always`, costs a whole huge page.
+fn map_aligned(len: usize) -> std::io::Result<(usize, Reservation)> {
     let total = len
         .checked_add(HUGE_PAGE_SIZE)
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
     // SAFETY: a new anonymous mapping at an address of the kernel's choosing; it touches
     // no existing memory.
-    let reserve = unsafe {
+    let start = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             total,
@@ -233,11 +251,14 @@ fn map_aligned(len: usize) -> std::io::Result<usize> {
             0,
         )
     };
-    if reserve == libc::MAP_FAILED {
+    if start == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    let start = reserve as usize;
-    let aligned = start.next_multiple_of(HUGE_PAGE_SIZE);
+    let reservation = Reservation {
+        start: start as usize,
+        len: total,
+    };
+    let aligned = reservation.start.next_multiple_of(HUGE_PAGE_SIZE);
     // SAFETY: [aligned, aligned + len) lies inside the reservation just made, which
     // nothing else uses; MAP_FIXED replaces that part of it.
     let ram = unsafe {
@@ -252,22 +273,11 @@ fn map_aligned(len: usize) -> std::io::Result<usize> {
     };
     if ram == libc::MAP_FAILED {
         let err = std::io::Error::last_os_error();
-        // SAFETY: the whole reservation is ours and unused.
-        unsafe { libc::munmap(reserve, total) };
+        // SAFETY: the reservation is ours and nothing uses it.
+        unsafe { reservation.unmap() };
         return Err(err);
     }
-    let head = aligned - start;
-    let tail = total - head - len;
-    // SAFETY: the head and tail are the unused ends of our own reservation.
-    unsafe {
-        if head > 0 {
-            libc::munmap(reserve, head);
-        }
-        if tail > 0 {
-            libc::munmap((aligned + len) as *mut libc::c_void, tail);
-        }
-    }
-    Ok(aligned)
+    Ok((aligned, reservation))
 }
 
 /// Maps `mem_mib` MiB of anonymous guest RAM (lazily backed: untouched pages cost nothing).
@@ -283,7 +293,8 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestRam, Error> {
     };
     for range in ram_ranges(size) {
         let len = usize::try_from(range.size).map_err(|_| Error::InvalidSize(mem_mib))?;
-        let addr = map_aligned(len).map_err(|source| Error::Mmap { size, source })?;
+        let (addr, reservation) =
+            map_aligned(len).map_err(|source| Error::Mmap { size, source })?;
         // SAFETY: [addr, addr + len) is the mapping just made, readable and writable, and
         // `ram` unmaps it only once no region wrapping it is left.
         let built = unsafe {
@@ -298,7 +309,7 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestRam, Error> {
             .and_then(|r| GuestRegionMmap::new(r, GuestAddress(range.start)));
         let Some(region) = region else {
             // SAFETY: the mapping was made above and nothing wraps it.
-            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+            unsafe { reservation.unmap() };
             return Err(Error::Regions(format!(
                 "cannot wrap {len} bytes at guest {:#x}",
                 range.start
@@ -307,8 +318,7 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestRam, Error> {
         advise_huge_pages(addr as *mut u8, len);
         ram.mappings.push(RamMapping {
             region: Arc::new(region),
-            addr,
-            len,
+            reservation,
         });
     }
     let regions = ram.mappings.iter().map(|m| m.region.clone()).collect();
