@@ -8,6 +8,6 @@ cd "$root"
 target=x86_64-unknown-linux-gnu
 RUSTFLAGS='-C target-feature=+crt-static' \
   LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-  cargo build --release -q -p runv-agent --target "$target" >&2
+  cargo build --profile agent -q -p runv-agent --target "$target" >&2
 dir=${CARGO_TARGET_DIR:-$root/target}
-echo "$dir/$target/release/runv-agent"
+echo "$dir/$target/agent/runv-agent"
