@@ -11,7 +11,7 @@ echo "building runv, runv-shim, runv-vmm and hyperctl..." >&2
 cargo build --release -q -p runv-vmm -p runv-runtime
 echo "building the guest kernel and the agent initramfs (cached after the first run)..." >&2
 RUNV_KERNEL=$(guest-kernel/build.sh | tail -n 1)
-RUNV_INITRD=$(build_initramfs "$(agent/build.sh)" agent)
+RUNV_INITRD=$(build_initramfs --no-busybox "$(agent/build.sh)" agent)
 image=$(tests/image/build.sh)
 export RUNV_KERNEL RUNV_INITRD
 run=("$CARGO_TARGET_DIR/release/hyperctl" --root "${HYPERCTL_ROOT:-/var/lib/hyperctl}"

@@ -40,19 +40,23 @@ host_runs_stock_guests() {
   return 0
 }
 
-# build_initramfs INIT_SCRIPT NAME [FILE:GUEST_PATH]...: cached busybox initramfs with the
-# extra files of tests/initramfs/build.sh; prints its path.
+# build_initramfs [--no-busybox] INIT_SCRIPT NAME [FILE:GUEST_PATH]...: cached busybox
+# initramfs with the extra files of tests/initramfs/build.sh; prints its path. runv's agent
+# image is `build_initramfs --no-busybox AGENT agent`.
 build_initramfs() {
-  local init=$1 name=$2 key out spec
+  local opt=() init name key out spec
+  [[ $1 == --no-busybox ]] && { opt=(--no-busybox); shift; }
+  init=$1 name=$2
   shift 2
   key=$({
+    echo "${opt[@]}"
     cat "$init" "$ROOT/tests/initramfs/build.sh" /bin/busybox
     for spec in "$@"; do echo "$spec"; cat "${spec%%:*}"; done
   } | sha256sum | cut -c1-16)
   out=$RUNV_CACHE_DIR/initramfs/$name-$key.cpio
   if [[ ! -f $out ]]; then
     mkdir -p "$(dirname "$out")"
-    "$ROOT/tests/initramfs/build.sh" "$init" "$out" "$@" >/dev/null
+    "$ROOT/tests/initramfs/build.sh" "${opt[@]}" "$init" "$out" "$@" >/dev/null
   fi
   echo "$out"
 }

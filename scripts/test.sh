@@ -54,7 +54,7 @@ export RUNV_VSOCK_INITRD
 # The agent suite over vsock: the static agent as the guest's /init, and the same Rust
 # test binaries that `cargo test` ran against a host-mode agent.
 agent_bin=$(agent/build.sh) || exit 1
-RUNV_AGENT_INITRD=$(build_initramfs "$agent_bin" agent)
+RUNV_AGENT_INITRD=$(build_initramfs --no-busybox "$agent_bin" agent)
 export RUNV_AGENT_INITRD
 RUNV_AGENT_SUITES=$(cargo test --release -q -p runv-agent --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json, sys

@@ -10,7 +10,7 @@ if [[ ${1:-} != --inner ]]; then
   ensure_packages runc busybox-static jq
   cargo build --release -q -p runv-vmm -p runv-runtime
   RUNV_KERNEL=$(guest-kernel/build.sh | tail -n 1)
-  RUNV_INITRD=$(build_initramfs "$(agent/build.sh)" agent)
+  RUNV_INITRD=$(build_initramfs --no-busybox "$(agent/build.sh)" agent)
   RUNV_BIN=$CARGO_TARGET_DIR/release/runv
   export RUNV_KERNEL RUNV_INITRD RUNV_BIN
   tests/kvmbox/kvmbox --timeout 1200 --env RUNV_KERNEL --env RUNV_INITRD \
