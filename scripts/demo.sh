@@ -8,7 +8,7 @@ cd "$ROOT"
 
 ensure_packages busybox-static cpio python3 file
 echo "building runv, runv-shim, runv-vmm and hyperctl..." >&2
-cargo build --release -q -p runv-vmm -p runv-runtime
+cargo build --release -q -p runv-vmm -p runv-runtime -p runv-hyperctl
 echo "building the guest kernel and the agent initramfs (cached after the first run)..." >&2
 RUNV_KERNEL=$(guest-kernel/build.sh | tail -n 1)
 RUNV_INITRD=$(build_initramfs --no-busybox "$(agent/build.sh)" agent)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the top-level scripts: where caches live, the cargo target dir, packages.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export RUNV_CACHE_DIR=${RUNV_CACHE_DIR:-/var/cache/runv}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the shell test suites: TAP-like "ok"/"not ok" lines and a closing
 # "N passed, N failed" line.
 PASS=0

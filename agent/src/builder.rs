@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_protocol::ExitStatus;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -32,6 +31,7 @@ use nix::sys::socket::{
 };
 use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, ForkResult, Pid};
+use runv_agent_protocol::ExitStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::reaper::{lock, Once, Reaper};

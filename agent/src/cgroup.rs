@@ -5,8 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_protocol::{ContainerStats, CpuStats, ErrorCode, ErrorResponse, MemoryStats, PidsStats};
 use oci_spec::runtime::{LinuxResources, Spec};
+use runv_agent_protocol::{
+    ContainerStats, CpuStats, ErrorCode, ErrorResponse, MemoryStats, PidsStats,
+};
 
 const ROOT: &str = "/sys/fs/cgroup";
 

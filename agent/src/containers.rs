@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_protocol::{
-    ContainerInfo, ContainerStatus, ErrorCode, ErrorResponse, ExitStatus, Response, ShareLocation,
-    StdioPorts,
-};
 use libcontainer::container::Container;
 use libcontainer::signal::Signal;
 use oci_spec::runtime::{Process, Spec};
+use runv_agent_protocol::{
+    ContainerInfo, ContainerStatus, ErrorCode, ErrorResponse, ExitStatus, Response, ShareLocation,
+    StdioPorts,
+};
 
 use crate::builder::{self, BuildError, Builder, Kind};
-use crate::reaper::{lock, Once, Reaper};
+use crate::reaper::{lock, Once, ProcessHandle, Reaper, SignalError};
 use crate::stdio::{self, Relay, DRAIN_GRACE};
 use crate::transport::StdioConnector;
 use crate::validate;
@@ -50,16 +50,21 @@ pub struct Proc {
     relay: Relay,
     /// Set when the exit is known *and* the output drained (or the grace ran out).
     reported: Arc<Once<ExitStatus>>,
+    /// Every signal goes through it: never to the PID once the process is reaped.
+    handle: Arc<ProcessHandle>,
 }
 
 impl Proc {
-    fn new(pid: i32, relay: Relay, exit: Arc<Once<ExitStatus>>) -> Self {
+    fn new(pid: i32, relay: Relay, exit: Arc<Once<ExitStatus>>, reaper: &Reaper) -> Self {
+        let handle = Arc::new(reaper.handle(pid, &exit));
         let reported = Arc::new(Once::default());
-        let (r, drain) = (reported.clone(), relay.drain.clone());
+        let (r, drain, h) = (reported.clone(), relay.drain.clone(), handle.clone());
         let _ = std::thread::Builder::new()
             .name(format!("exit-{pid}"))
             .spawn(move || {
                 let status = exit.wait();
+                // Reaped: the pidfd has nothing left to reach.
+                h.release();
                 if !drain.wait(DRAIN_GRACE) {
                     tracing::info!(
                         pid,
@@ -72,7 +77,13 @@ impl Proc {
             pid,
             relay,
             reported,
+            handle,
         }
+    }
+
+    /// Sends `signal` to this process, never to another that got its PID later.
+    fn signal(&self, reaper: &Reaper, signal: i32) -> std::result::Result<(), SignalError> {
+        self.handle.signal(reaper, signal)
     }
 }
 
@@ -88,6 +99,7 @@ pub struct Manager {
     paths: Paths,
     connector: StdioConnector,
     builder: Builder,
+    reaper: Arc<Reaper>,
     containers: Mutex<HashMap<String, Entry>>,
     seq: std::sync::atomic::AtomicU64,
 }
@@ -125,7 +137,8 @@ impl Manager {
         Ok(Manager {
             paths,
             connector,
-            builder: Builder::new(reaper),
+            builder: Builder::new(reaper.clone()),
+            reaper,
             containers: Mutex::new(HashMap::new()),
             seq: Default::default(),
         })
@@ -216,7 +229,7 @@ impl Manager {
             }
         };
         tracing::info!(id, pid, "container created");
-        let init = Arc::new(Proc::new(pid, relay, exit));
+        let init = Arc::new(Proc::new(pid, relay, exit, &self.reaper));
         lock(&self.containers).insert(
             id.to_string(),
             Entry {
@@ -325,8 +338,9 @@ impl Manager {
             Ok((e.bundle.clone(), root, mounts))
         })?;
         validate::check_process(process, &root, &mounts)?;
+        let process = without_lsm(process, id, exec_id);
         let process_file = bundle.join(format!("exec-{exec_id}.json"));
-        let json = serde_json::to_vec(process).map_err(|x| internal("encoding the process", x))?;
+        let json = serde_json::to_vec(&process).map_err(|x| internal("encoding the process", x))?;
         std::fs::write(&process_file, json).map_err(|x| internal("writing the process", x))?;
         let terminal = process.terminal().unwrap_or(false);
         let built = self.spawn(
@@ -342,7 +356,7 @@ impl Manager {
             e.message = format!("exec {exec_id:?} in {id:?}: {}", e.message);
             e
         })?;
-        let proc = Arc::new(Proc::new(pid, relay, exit));
+        let proc = Arc::new(Proc::new(pid, relay, exit, &self.reaper));
         self.with_entry(id, |e| {
             e.execs.insert(exec_id.to_string(), proc);
             Ok(())
@@ -392,21 +406,15 @@ impl Manager {
             });
         }
         let p = self.proc(id, exec_id)?;
-        if p.reported.get().is_some() {
-            return Err(err(
+        match p.signal(&self.reaper, signal) {
+            Ok(()) => Ok(Response::Ok),
+            // Reaped: its PID may be another process's by now.
+            Err(SignalError::Exited { pid }) => Err(err(
                 ErrorCode::InvalidState,
-                format!("process {} of {id:?} has exited", p.pid),
-            ));
+                format!("process {pid} of {id:?} has exited"),
+            )),
+            Err(e) => Err(internal(&format!("signalling {id:?}"), e)),
         }
-        // SAFETY: kill has no memory effects; the PID is our unreaped child, so it
-        // cannot have been recycled.
-        if unsafe { libc::kill(p.pid, signal) } < 0 {
-            return Err(internal(
-                &format!("kill({}, {signal})", p.pid),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Response::Ok)
     }
 
     /// Blocks until the process's exit is reported. Holds no lock while waiting. With a
@@ -426,8 +434,9 @@ impl Manager {
                 }
                 if hung_up(fd) {
                     tracing::info!(id, pid = p.pid, "the waiting connection closed; killing");
-                    // SAFETY: kill has no memory effects; see `signal`.
-                    unsafe { libc::kill(p.pid, libc::SIGKILL) };
+                    if let Err(e) = p.signal(&self.reaper, libc::SIGKILL) {
+                        tracing::debug!(id, "{e}");
+                    }
                     break;
                 }
             }
@@ -559,10 +568,8 @@ impl Manager {
             tracing::warn!(id, "libcontainer delete: {e}");
         }
         for p in std::iter::once(&entry.init).chain(entry.execs.values()) {
-            if p.reported.get().is_none() && p.pid > 0 {
-                // SAFETY: kill has no memory effects; see `signal`.
-                unsafe { libc::kill(p.pid, libc::SIGKILL) };
-            }
+            // Refused (and harmless) for a process already reaped.
+            let _ = p.signal(&self.reaper, libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&entry.bundle);
         let _ = std::fs::remove_dir_all(self.lc_root().join(id));
@@ -576,6 +583,28 @@ impl Manager {
             let _ = self.destroy(&id);
         }
     }
+}
+
+/// `process` without its LSM fields: the guest kernel has no LSM, and libcontainer
+/// fails on an AppArmor profile or SELinux label it cannot apply. The host drops them
+/// from the container's spec (runv's rewrite); an exec'd process arrives as the engine
+/// made it (Docker's carries `apparmorProfile`), so they are dropped here, logged once.
+fn without_lsm(process: &Process, id: &str, exec_id: &str) -> Process {
+    let mut p = process.clone();
+    let profile = p.apparmor_profile().clone();
+    let label = p.selinux_label().clone();
+    p.set_apparmor_profile(None);
+    p.set_selinux_label(None);
+    if profile.is_some() || label.is_some() {
+        tracing::info!(
+            id,
+            exec_id,
+            ?profile,
+            ?label,
+            "ignoring the process's LSM fields: the guest has no LSM"
+        );
+    }
+    p
 }
 
 /// How often a `kill_on_close` wait looks at its connection.

@@ -8,13 +8,12 @@
 mod builder;
 mod cgroup;
 mod containers;
+mod network;
 mod pid1;
 mod procinfo;
 mod reaper;
 mod stdio;
 mod sysctl;
-#[cfg(test)]
-mod testdir;
 mod transport;
 mod validate;
 
@@ -22,9 +21,9 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent_protocol::{ErrorResponse, Request, Response, Server, SUPPORTED_VERSIONS};
 use anyhow::{Context, Result};
 use clap::Parser;
+use runv_agent_protocol::{ErrorResponse, Request, Response, Server, SUPPORTED_VERSIONS};
 
 use containers::{Manager, Paths};
 use transport::{ListenAddr, Listener, StdioConnector, Stream};
@@ -44,7 +43,7 @@ struct Args {
     #[arg(long, default_value = "/run/runv-agent")]
     state_dir: PathBuf,
     /// Where share tags live (`<dir>/<tag>/<subpath>` is a rootfs location).
-    #[arg(long, default_value = agent_protocol::GUEST_SHARE_ROOT)]
+    #[arg(long, default_value = runv_agent_protocol::GUEST_SHARE_ROOT)]
     share_dir: PathBuf,
     /// Host mode: stdio port P is the Unix socket `<base>_<P>` (default: the listen path).
     #[arg(long)]
@@ -53,6 +52,7 @@ struct Args {
 
 struct Agent {
     manager: Manager,
+    network: network::Network,
     pid1: bool,
     share_dir: PathBuf,
 }
@@ -135,7 +135,7 @@ fn run(pid1: bool) -> Result<()> {
     };
     let listen = match args.listen.clone() {
         Some(l) => l,
-        None if pid1 => ListenAddr::Vsock(agent_protocol::AGENT_VSOCK_PORT),
+        None if pid1 => ListenAddr::Vsock(runv_agent_protocol::AGENT_VSOCK_PORT),
         None => anyhow::bail!(
             "--listen is required when not PID 1 (e.g. --listen unix:/tmp/agent.sock)"
         ),
@@ -144,6 +144,11 @@ fn run(pid1: bool) -> Result<()> {
     if pid1 {
         pid1::early_mounts().context("early mounts")?;
         pid1::watch_power_button()?;
+        // Before serving: 127.0.0.1 must work in every container, with or without
+        // configure_network.
+        if let Err(e) = network::loopback_up() {
+            tracing::error!("bringing up lo: {e}");
+        }
     }
     let connector = match (&listen, &args.stdio_base) {
         (_, Some(base)) => StdioConnector::Unix(base.clone()),
@@ -172,6 +177,8 @@ fn run(pid1: bool) -> Result<()> {
         .with_context(|| format!("state dir {}", args.state_dir.display()))?;
     let agent = Arc::new(Agent {
         manager,
+        // Only PID 1 changes the network: on a host it is the host's.
+        network: network::Network::new(pid1),
         pid1,
         share_dir: args.share_dir.clone(),
     });
@@ -248,6 +255,11 @@ fn handle(agent: &Agent, request: Request, conn: RawFd) -> Result<Response, Erro
             shares,
             ..
         } => create_sandbox(agent, &hostname, &dns, &shares),
+        Request::ConfigureNetwork { network } => agent
+            .network
+            .configure(&network)
+            .map(|()| Response::Ok)
+            .map_err(|e| e.response()),
         Request::CreateContainer {
             container_id,
             spec,
@@ -304,12 +316,12 @@ fn handle(agent: &Agent, request: Request, conn: RawFd) -> Result<Response, Erro
 fn create_sandbox(
     agent: &Agent,
     hostname: &str,
-    dns: &agent_protocol::DnsConfig,
+    dns: &runv_agent_protocol::DnsConfig,
     shares: &[String],
 ) -> Result<Response, ErrorResponse> {
-    use agent_protocol::ErrorCode;
+    use runv_agent_protocol::ErrorCode;
     for tag in shares {
-        agent_protocol::share::validate_tag(tag).map_err(|e| {
+        runv_agent_protocol::share::validate_tag(tag).map_err(|e| {
             ErrorResponse::field(ErrorCode::InvalidArgument, "shares", format!("shares: {e}"))
         })?;
     }

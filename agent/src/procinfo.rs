@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use agent_protocol::ProcessInfo;
+use runv_agent_protocol::ProcessInfo;
 
 /// At most this many bytes of a command line are reported (ps truncates too; the whole
 /// answer must fit a frame even for a container with thousands of processes).

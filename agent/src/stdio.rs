@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_protocol::StdioPorts;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::unistd::pipe2;
+use runv_agent_protocol::StdioPorts;
 
 use crate::reaper::lock;
 use crate::transport::{StdioConnector, Stream};
@@ -137,9 +137,16 @@ pub fn prepare(
     }
     let connect = |name: &'static str, port: Option<u32>| -> Result<Option<Stream>, StdioError> {
         port.map(|port| {
-            connector
+            let mut stream = connector
                 .connect(port)
-                .map_err(|source| StdioError::Connect { name, port, source })
+                .map_err(|source| StdioError::Connect { name, port, source })?;
+            // The preamble that tells the shim this stream is the agent's.
+            if let Some(token) = &ports.token {
+                token
+                    .write_preamble(&mut stream)
+                    .map_err(|source| StdioError::Connect { name, port, source })?;
+            }
+            Ok(stream)
         })
         .transpose()
     };

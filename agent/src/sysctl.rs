@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use agent_protocol::{ErrorCode, ErrorResponse};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use runv_agent_protocol::{ErrorCode, ErrorResponse};
 
 /// Takes the `net.*` sysctls out of `spec` and writes them under `proc_sys`
 /// (`/proc/sys`). Nothing is taken when the spec has a network namespace of its own
@@ -84,8 +84,8 @@ mod tests {
     use super::*;
 
     /// A fresh directory standing in for /proc/sys.
-    fn tempdir() -> crate::testdir::TempDir {
-        crate::testdir::TempDir::new("sysctl")
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     fn spec(netns: bool, sysctl: &[(&str, &str)]) -> Spec {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agent_protocol::SetTimeout;
+use runv_agent_protocol::SetTimeout;
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
 /// A `--listen` address.
@@ -44,7 +44,7 @@ impl FromStr for ListenAddr {
             return Ok(ListenAddr::Unix(path.into()));
         }
         if s == "vsock" {
-            return Ok(ListenAddr::Vsock(agent_protocol::AGENT_VSOCK_PORT));
+            return Ok(ListenAddr::Vsock(runv_agent_protocol::AGENT_VSOCK_PORT));
         }
         if let Some(port) = s.strip_prefix("vsock:") {
             return port
@@ -157,7 +157,7 @@ impl SetTimeout for Stream {
 /// How the agent reaches the host's stdio listeners.
 #[derive(Debug, Clone)]
 pub enum StdioConnector {
-    /// Host mode: Unix sockets `<base>_<port>`.
+    /// Host mode: Unix sockets `<base>_<port>`, as runv-vmm maps guest connects.
     Unix(PathBuf),
     /// Guest mode: vsock to the host, CID 2.
     Vsock,
@@ -167,13 +167,9 @@ impl StdioConnector {
     pub fn connect(&self, port: u32) -> io::Result<Stream> {
         match self {
             StdioConnector::Unix(base) => {
-                let mut path = base.clone().into_os_string();
-                path.push(format!("_{port}"));
+                let path = runv_hvsock::port_path(base, port);
                 UnixStream::connect(&path).map(Stream::Unix).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("connect {}: {e}", PathBuf::from(path).display()),
-                    )
+                    io::Error::new(e.kind(), format!("connect {}: {e}", path.display()))
                 })
             }
             StdioConnector::Vsock => VsockStream::connect_with_cid_port(VMADDR_CID_HOST, port)

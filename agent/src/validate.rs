@@ -4,8 +4,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use agent_protocol::{ErrorCode, ErrorResponse};
 use oci_spec::runtime::{Process, Spec};
+use runv_agent_protocol::{ErrorCode, ErrorResponse};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const MAX_SYMLINKS: usize = 40;

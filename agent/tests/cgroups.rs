@@ -1,16 +1,13 @@
 //! cgroup v2 cases of the agent suite. They need a pure cgroup v2 hierarchy, which the
 //! guest has and this project's build host does not (hybrid v1): they run only against
-//! a guest agent (RUNV_AGENT_TEST_VSOCK, tests/e2e/agent.sh) and return early on a host.
+//! a guest agent (RUNV_AGENT_TEST_VSOCK, tests/e2e/agent.sh), so they are `kvm_` tests,
+//! ignored by a plain `cargo test`, and fail saying so when run without a guest agent.
 
 mod harness;
 
-use agent_protocol::{ExitStatus, Request, Response};
-use harness::{call, connect, env, run, spec, Stdio};
+use harness::{call, connect, require_guest, run, spec, Stdio};
 use oci_spec::runtime::{LinuxResources, Spec};
-
-fn guest() -> bool {
-    env().is_some_and(|e| e.guest)
-}
+use runv_agent_protocol::{ExitStatus, Request, Response};
 
 fn with_resources(mut s: Spec, json: &str) -> Spec {
     let resources: LinuxResources = serde_json::from_str(json).unwrap();
@@ -23,10 +20,9 @@ fn with_resources(mut s: Spec, json: &str) -> Spec {
 }
 
 #[test]
-fn a_pids_limit_stops_forks() {
-    if !guest() {
-        return;
-    }
+#[ignore = "needs KVM: cgroup v2 limits in a guest agent (tests/e2e/agent.sh)"]
+fn kvm_a_pids_limit_stops_forks() {
+    require_guest();
     let s = with_resources(
         spec(&[
             "sh",
@@ -40,10 +36,9 @@ fn a_pids_limit_stops_forks() {
 }
 
 #[test]
-fn the_cpu_weight_is_set() {
-    if !guest() {
-        return;
-    }
+#[ignore = "needs KVM: cgroup v2 limits in a guest agent (tests/e2e/agent.sh)"]
+fn kvm_the_cpu_weight_is_set() {
+    require_guest();
     let script = "p=$(cut -d: -f3 /proc/self/cgroup); cat /sys/fs/cgroup$p/cpu.weight 2>/dev/null || cat /sys/fs/cgroup/cpu.weight";
     let s = with_resources(spec(&["sh", "-c", script]), r#"{"cpu": {"shares": 512}}"#);
     let o = run("cpuw", s, None);
@@ -54,10 +49,9 @@ fn the_cpu_weight_is_set() {
 }
 
 #[test]
-fn a_memory_limit_ooms_and_the_oom_is_reported() {
-    if !guest() {
-        return;
-    }
+#[ignore = "needs KVM: cgroup v2 limits in a guest agent (tests/e2e/agent.sh)"]
+fn kvm_a_memory_limit_ooms_and_the_oom_is_reported() {
+    require_guest();
     let id = "oom";
     let s = with_resources(
         spec(&[

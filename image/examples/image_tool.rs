@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use image::{import_path, prepare_bundle, ImportOptions, Overrides, Store};
+use runv_image::{import_path, prepare_bundle, ImportOptions, Overrides, Store};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -21,6 +21,9 @@ pub use import::{import_path, ImportError, ImportOptions, Imported};
 pub use registry::{pull, Platform, PullOptions, Pulled, RegistryError};
 pub use store::{BlobWriter, Image, ImageRecord, Store, StoreError};
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod testdir;
+
 #[cfg(test)]
 mod bundle_tests;
 #[cfg(test)]

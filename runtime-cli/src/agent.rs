@@ -1,15 +1,14 @@
 //! Connections to a sandbox's agent through runv-vmm's hybrid vsock socket.
 //!
-//! The host connects to the VMM's Unix socket, writes `CONNECT 1024\n` and reads
-//! `OK <hostport>\n`; the stream then reaches the agent's control port. Every call
-//! has a time limit (the constants below); a connection that timed out is dropped.
+//! The stream to the agent's control port is a hybrid-vsock connect (`runv_hvsock`);
+//! every call has a time limit (the constants below); a connection that timed out is
+//! dropped.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_protocol::{Client, ClientError, Request, Response, AGENT_VSOCK_PORT};
+use runv_agent_protocol::{Client, ClientError, Request, Response, AGENT_VSOCK_PORT};
 
 /// Connecting and the protocol handshake.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -28,17 +27,8 @@ const SOFTWARE: &str = concat!("runv ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("connecting to the agent through {}: {source}", uds.display())]
-    Connect {
-        uds: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("agent through {}: hybrid vsock answered {answer:?} to CONNECT {port}", uds.display())]
-    Refused {
-        uds: PathBuf,
-        port: u32,
-        answer: String,
-    },
+    #[error("connecting to the agent: {0}")]
+    Connect(#[from] runv_hvsock::ConnectError),
     #[error("agent through {}: {source}", uds.display())]
     Protocol {
         uds: PathBuf,
@@ -50,7 +40,7 @@ pub enum AgentError {
 
 impl AgentError {
     /// The agent's own error answer, if that is what this is.
-    pub fn agent_answer(&self) -> Option<&agent_protocol::ErrorResponse> {
+    pub fn agent_answer(&self) -> Option<&runv_agent_protocol::ErrorResponse> {
         match self {
             AgentError::Protocol { source, .. } => match source.as_ref() {
                 ClientError::Agent { error, .. } => Some(error),
@@ -63,38 +53,7 @@ impl AgentError {
 
 /// A raw stream to guest vsock `port` through the VMM's socket `uds`.
 pub fn hybrid_connect(uds: &Path, port: u32, limit: Duration) -> Result<UnixStream, AgentError> {
-    let io = |source| AgentError::Connect {
-        uds: uds.into(),
-        source,
-    };
-    let mut s = crate::uds::connect(uds).map_err(io)?;
-    s.set_read_timeout(Some(limit)).map_err(io)?;
-    s.set_write_timeout(Some(limit)).map_err(io)?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())
-        .map_err(io)?;
-    // Byte by byte up to the newline: what follows belongs to the protocol.
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        if line.len() > 64 {
-            break;
-        }
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => line.push(b[0]),
-            Err(e) => return Err(io(e)),
-        }
-    }
-    if !line.starts_with(b"OK ") || line.last() != Some(&b'\n') {
-        return Err(AgentError::Refused {
-            uds: uds.into(),
-            port,
-            answer: String::from_utf8_lossy(&line).into_owned(),
-        });
-    }
-    s.set_read_timeout(None).map_err(io)?;
-    s.set_write_timeout(None).map_err(io)?;
-    Ok(s)
+    runv_hvsock::connect(uds, port, limit).map_err(AgentError::from)
 }
 
 /// A protocol client to the agent of the VMM at `uds`.

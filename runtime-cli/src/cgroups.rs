@@ -32,30 +32,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             let mount_point = pre.split(' ').nth(4)?;
             let fs_type = post.split(' ').next()?;
             (fs_type == "cgroup" || fs_type == "cgroup2").then(|| Hierarchy {
-                mount_point: PathBuf::from(unescape(mount_point)),
+                mount_point: crate::share::mount_point_path(mount_point),
                 fs_type: fs_type.to_owned(),
             })
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    out
 }
 
 /// The relative cgroup path for `cgroups_path` (absolute or systemd form).
@@ -173,7 +154,6 @@ pub fn host_hierarchies() -> Vec<Hierarchy> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::TempDir;
 
     #[test]
     fn mountinfo_hybrid() {
@@ -218,7 +198,7 @@ mod tests {
     #[test]
     fn place_in_plain_directories_and_remove() {
         // Plain directories stand in for hierarchies: cgroup.procs becomes a file.
-        let t = TempDir::new("cgroups");
+        let t = tempfile::tempdir().unwrap();
         let hs = vec![
             Hierarchy {
                 mount_point: t.path().join("a"),
@@ -245,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_refusing_hierarchy_is_a_warning() {
-        let t = TempDir::new("cgroups-refuse");
+        let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("file"), "").unwrap();
         let hs = vec![Hierarchy {
             mount_point: t.path().join("file"),

@@ -17,6 +17,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/runv/config.toml";
 pub const DEFAULT_CPUS: u32 = 1;
 /// Guest memory (MiB) when neither annotations nor limits say.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
+/// The most of a guest's console output kept in `<root>/<id>/console.log`.
+pub const DEFAULT_CONSOLE_LIMIT: u64 = 1024 * 1024;
+/// The smallest `console_limit` accepted (room for a kernel panic's trace).
+const MIN_CONSOLE_LIMIT: u64 = 4096;
 
 const BUILD_KERNEL: &str = "build it with guest-kernel/build.sh (prints the vmlinux path) and \
      set RUNV_KERNEL or `kernel` in the config file";
@@ -41,8 +45,8 @@ pub enum ConfigError {
     TooSmall {
         path: PathBuf,
         key: &'static str,
-        value: u32,
-        min: u32,
+        value: u64,
+        min: u64,
     },
     #[error("{what} not found; tried {}; {hint}", tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     Missing {
@@ -61,6 +65,8 @@ pub struct ConfigFile {
     pub vmm: Option<PathBuf>,
     pub default_cpus: Option<u32>,
     pub default_memory_mib: Option<u32>,
+    /// Bytes of guest console output kept per sandbox (the rest is discarded).
+    pub console_limit: Option<u64>,
 }
 
 impl ConfigFile {
@@ -83,8 +89,13 @@ impl ConfigFile {
             source: Box::new(e),
         })?;
         for (key, value, min) in [
-            ("default_cpus", file.default_cpus, 1),
-            ("default_memory_mib", file.default_memory_mib, 64),
+            ("default_cpus", file.default_cpus.map(u64::from), 1),
+            (
+                "default_memory_mib",
+                file.default_memory_mib.map(u64::from),
+                64,
+            ),
+            ("console_limit", file.console_limit, MIN_CONSOLE_LIMIT),
         ] {
             if let Some(v) = value.filter(|v| *v < min) {
                 return Err(ConfigError::TooSmall {
@@ -107,6 +118,7 @@ pub struct RuntimeConfig {
     pub vmm: PathBuf,
     pub default_cpus: u32,
     pub default_memory_mib: u32,
+    pub console_limit: u64,
 }
 
 /// The inputs of [`resolve`], so that tests need not touch the process environment.
@@ -185,6 +197,7 @@ pub fn resolve(src: &Sources) -> Result<RuntimeConfig, ConfigError> {
         vmm,
         default_cpus: file.default_cpus.unwrap_or(DEFAULT_CPUS),
         default_memory_mib: file.default_memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+        console_limit: file.console_limit.unwrap_or(DEFAULT_CONSOLE_LIMIT),
     })
 }
 
@@ -223,7 +236,6 @@ fn search_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::TempDir;
 
     fn touch(p: &Path) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -232,7 +244,7 @@ mod tests {
 
     #[test]
     fn install_location_defaults() {
-        let t = TempDir::new("config-install");
+        let t = tempfile::tempdir().unwrap();
         let prefix = t.path();
         touch(&prefix.join("bin/runv"));
         touch(&prefix.join("bin/runv-vmm"));
@@ -252,7 +264,7 @@ mod tests {
 
     #[test]
     fn env_beats_file_beats_default() {
-        let t = TempDir::new("config-order");
+        let t = tempfile::tempdir().unwrap();
         let d = t.path();
         for f in ["k-env", "k-file", "i-file", "v-file", "bin/runv"] {
             touch(&d.join(f));
@@ -282,7 +294,7 @@ mod tests {
 
     #[test]
     fn missing_kernel_names_the_path_and_how_to_build() {
-        let t = TempDir::new("config-missing");
+        let t = tempfile::tempdir().unwrap();
         let d = t.path();
         touch(&d.join("bin/runv"));
         let src = Sources {
@@ -301,7 +313,7 @@ mod tests {
 
     #[test]
     fn explicit_config_must_exist_and_parse() {
-        let t = TempDir::new("config-bad");
+        let t = tempfile::tempdir().unwrap();
         let d = t.path();
         let src = Sources {
             flag: Some(d.join("nope.toml")),
@@ -320,5 +332,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("default_memory_mib = 8"), "{e}");
+        std::fs::write(d.join("console.toml"), "console_limit = 100\n").unwrap();
+        let e = ConfigFile::load(&d.join("console.toml"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("console_limit = 100: must be at least 4096"),
+            "{e}"
+        );
+        std::fs::write(d.join("console.toml"), "console_limit = 65536\n").unwrap();
+        let f = ConfigFile::load(&d.join("console.toml"), false).unwrap();
+        assert_eq!(f.console_limit, Some(65536));
     }
 }

@@ -58,7 +58,7 @@ pub fn send_console(socket: &Path, master: BorrowedFd<'_>, name: &str) -> Result
         path: socket.into(),
         source,
     };
-    let s = crate::uds::connect(socket).map_err(err)?;
+    let s = runv_hvsock::uds::connect(socket).map_err(err)?;
     let fds = [master.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(name.as_bytes())];
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn master_travels_over_the_console_socket() {
-        let t = crate::test_util::TempDir::new("console");
+        let t = tempfile::tempdir().unwrap();
         let path = t.path().join("console.sock");
         let l = UnixListener::bind(&path).unwrap();
         let pty = open_pty().unwrap();

@@ -158,7 +158,6 @@ fn read_tail(mut f: std::fs::File, max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::TempDir;
     use oci_spec::runtime::HookBuilder;
 
     fn hook(script: &str, timeout: Option<i64>) -> Hook {
@@ -174,7 +173,7 @@ mod tests {
 
     #[test]
     fn state_on_stdin_and_exact_env() {
-        let t = TempDir::new("hooks");
+        let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out");
         let h = hook(
             &format!(

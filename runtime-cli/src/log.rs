@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn sink_appends_json_lines_to_a_file() {
-        let t = crate::test_util::TempDir::new("log");
+        let t = tempfile::tempdir().unwrap();
         let p = t.path().join("log.json");
         let s = Sink::open(Some(&p), Format::Json).unwrap();
         s.write("warning", "first");

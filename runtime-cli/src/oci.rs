@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use agent_protocol::ContainerStats;
+use runv_agent_protocol::ContainerStats;
 use serde::Serialize;
 
 use crate::state::{State, Status};
@@ -128,6 +128,9 @@ pub fn features() -> serde_json::Value {
             "capabilities": caps(),
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
             "seccomp": {"enabled": true},
+            // runc's shape has no "accepted but ignored": the LSM fields of a spec are
+            // accepted and never applied (the guest has no LSM; rewrite/lsm.rs), so
+            // neither LSM is enabled.
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
         },
@@ -190,7 +193,7 @@ fn caps() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::HostProcess;
+    use crate::state::{HostProcess, Netns};
 
     fn st() -> State {
         State {
@@ -213,6 +216,8 @@ mod tests {
             hooks: None,
             process: None,
             shim_netns: None,
+            netns: Netns::Host,
+            net_links: vec![],
         }
     }
 
@@ -231,6 +236,13 @@ mod tests {
         assert_eq!(h["status"], "created");
         assert_eq!(h["pid"], 42);
         assert!(h.get("rootfs").is_none());
+    }
+
+    #[test]
+    fn features_say_no_lsm_is_applied() {
+        let f = features();
+        assert_eq!(f["linux"]["apparmor"]["enabled"], false);
+        assert_eq!(f["linux"]["selinux"]["enabled"], false);
     }
 
     #[test]

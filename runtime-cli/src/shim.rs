@@ -6,6 +6,12 @@
 //! `error: ...\n` and exits). Fd 4 is the *go* pipe: runv writes `go\n` once the agent
 //! created the process; EOF without it (runv failed, or died) makes the shim clean up
 //! and exit. runv kills the shim on failure anyway.
+//!
+//! When the sandbox's VM boots only at `start` (its network namespace is not final at
+//! create), `runv create` writes `defer\n` instead, and the init's shim then waits on
+//! the *go FIFO* `<root>/<id>/go`, where `runv start` writes `go\n` once the VM is up
+//! and the process created, or `fail\n` (the shim exits 1). A signal the shim receives
+//! while it waits ends it with 128+N, as it would have ended the process.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agent_protocol::StdioPorts;
+use runv_agent_protocol::{stdio_token, StdioPorts, StdioToken, TokenError};
 
 /// The shim's fd for the ready pipe.
 pub const READY_FD: i32 = 3;
@@ -39,6 +45,8 @@ pub enum ShimError {
     NotReady(Duration),
     #[error("telling runv-shim to go: {0}")]
     Go(std::io::Error),
+    #[error("making the process's stdio token: {0}")]
+    Token(TokenError),
 }
 
 /// How the process's terminal is handled.
@@ -63,6 +71,12 @@ pub struct ShimSpec {
     pub tty: TtyMode,
     /// Where the shim logs (its stderr belongs to the process).
     pub log: PathBuf,
+    /// The go FIFO of a deferred start (the init's shim only).
+    pub go_fifo: Option<PathBuf>,
+    /// Serve the guest's DNS relay (`<uds>_<DNS_RELAY_PORT>`) towards the loopback
+    /// nameserver of this resolv.conf, port 53, in the shim's network namespace (the
+    /// init's shim only).
+    pub dns_relay: Option<PathBuf>,
     pub log_json: bool,
     pub debug: bool,
 }
@@ -79,6 +93,12 @@ impl ShimSpec {
         ];
         if let Some(e) = &self.exec_id {
             a.extend(["--exec-id".into(), e.clone()]);
+        }
+        if let Some(f) = &self.go_fifo {
+            a.extend(["--go-fifo".into(), f.display().to_string()]);
+        }
+        if let Some(d) = &self.dns_relay {
+            a.extend(["--dns-relay".into(), d.display().to_string()]);
         }
         for (name, port) in [
             ("--stdin-port", self.ports.stdin),
@@ -107,14 +127,18 @@ impl ShimSpec {
 }
 
 /// The ports of a process: stdin, stdout and stderr, or stdin and stdout with a
-/// terminal. Takes them from `first`.
-pub fn ports_for(first: u32, terminal: bool) -> (StdioPorts, u32) {
-    if terminal {
+/// terminal. Takes them from `first`. Each process gets a fresh token that its streams
+/// must begin with (runv_agent_protocol::stdio_token): the ports alone are guessable by
+/// any process in the guest.
+pub fn ports_for(first: u32, terminal: bool) -> Result<(StdioPorts, u32), ShimError> {
+    let token = Some(StdioToken::random().map_err(ShimError::Token)?);
+    Ok(if terminal {
         (
             StdioPorts {
                 stdin: Some(first),
                 stdout: Some(first + 1),
                 stderr: None,
+                token,
             },
             2,
         )
@@ -124,10 +148,11 @@ pub fn ports_for(first: u32, terminal: bool) -> (StdioPorts, u32) {
                 stdin: Some(first),
                 stdout: Some(first + 1),
                 stderr: Some(first + 2),
+                token,
             },
             3,
         )
-    }
+    })
 }
 
 /// A started shim, waiting for `go`.
@@ -144,11 +169,20 @@ impl Shim {
 
     /// Lets the shim relay and wait for its process.
     pub fn go(&mut self) -> Result<(), ShimError> {
+        self.say(b"go\n")
+    }
+
+    /// Tells the shim to wait for `runv start` on its go FIFO.
+    pub fn defer(&mut self) -> Result<(), ShimError> {
+        self.say(b"defer\n")
+    }
+
+    fn say(&mut self, word: &[u8]) -> Result<(), ShimError> {
         let mut f = self
             .go
             .take()
             .ok_or_else(|| ShimError::Go(std::io::Error::other("go was already sent")))?;
-        f.write_all(b"go\n").map_err(ShimError::Go)
+        f.write_all(word).map_err(ShimError::Go)
     }
 
     /// Kills and reaps the shim (failure paths).
@@ -159,16 +193,44 @@ impl Shim {
     }
 }
 
-/// Starts `exe` with `spec`, in the network namespace `netns` if given, and waits for
-/// its `ok`.
-pub fn spawn(exe: &Path, spec: &ShimSpec, netns: Option<&Path>) -> Result<Shim, ShimError> {
+/// The network namespace a shim runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimNetns<'a> {
+    /// runv's own.
+    Inherit,
+    /// Joins this namespace file.
+    Join(&'a Path),
+    /// A new one (the init's shim of a sandbox whose spec asks for a network namespace
+    /// without path): the sandbox's namespace is this shim's.
+    New,
+}
+
+/// Starts `exe` with `spec` in the network namespace `netns`, and waits for its `ok`.
+pub fn spawn(exe: &Path, spec: &ShimSpec, netns: ShimNetns) -> Result<Shim, ShimError> {
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let mut cmd = Command::new(exe);
     cmd.args(spec.args());
-    if let Some(ns) = netns {
-        let fd = crate::vmm::open_netns(ns).map_err(|e| ShimError::Failed(e.to_string()))?;
-        crate::vmm::setns_in_child(&mut cmd, fd);
+    // In the environment, which only root reads (/proc/PID/environ), not on the command
+    // line, which every user does; the shim takes it out of its environment at once.
+    if let Some(token) = &spec.ports.token {
+        cmd.env(stdio_token::TOKEN_ENV, token.to_hex());
+    }
+    match netns {
+        ShimNetns::Inherit => {}
+        ShimNetns::Join(ns) => {
+            let fd = crate::vmm::open_netns(ns).map_err(|e| ShimError::Failed(e.to_string()))?;
+            crate::vmm::setns_in_child(&mut cmd, fd);
+        }
+        // SAFETY: unshare is async-signal-safe.
+        ShimNetns::New => unsafe {
+            cmd.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        },
     }
     if matches!(spec.tty, TtyMode::ConsoleSocket(_)) {
         // The process's terminal is the PTY whose master went to the console socket; the
@@ -209,6 +271,37 @@ pub fn spawn(exe: &Path, spec: &ShimSpec, netns: Option<&Path>) -> Result<Shim, 
             Err(e)
         }
     }
+}
+
+/// Writes `word` (`go` or `fail`) to a deferred init shim's go FIFO. Fails at once if
+/// no shim waits on it (it died, or the FIFO is not there).
+pub fn release(fifo: &Path, word: &str) -> Result<(), ShimError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .map_err(|e| {
+            ShimError::Go(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{} (is the container's runv-shim alive?): {e}",
+                    fifo.display()
+                ),
+            ))
+        })?;
+    f.write_all(format!("{word}\n").as_bytes())
+        .map_err(ShimError::Go)
+}
+
+/// Makes the go FIFO of a deferred start (mode 0600).
+pub fn make_fifo(path: &Path) -> Result<(), ShimError> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+        ShimError::Go(std::io::Error::other(format!(
+            "making {}: {e}",
+            path.display()
+        )))
+    })
 }
 
 /// A close-on-exec pipe whose fds are 10 or above (so that dup2 onto 3 and 4 in the
@@ -268,25 +361,72 @@ mod tests {
             uds: "/r/c/vsock.sock".into(),
             container_id: "c".into(),
             exec_id: Some("e1".into()),
-            ports: ports_for(2000, false).0,
+            ports: ports_for(2000, false).unwrap().0,
             tty: TtyMode::ConsoleSocket("/tmp/cs".into()),
             log: "/r/c/shim.log".into(),
+            go_fifo: Some("/r/c/go".into()),
+            dns_relay: Some("/b/resolv.conf".into()),
             log_json: true,
             debug: false,
         };
         let a = s.args().join(" ");
         assert!(a.contains("--exec-id e1"), "{a}");
         assert!(
+            a.contains("--go-fifo /r/c/go --dns-relay /b/resolv.conf"),
+            "{a}"
+        );
+        assert!(
             a.contains("--stdin-port 2000 --stdout-port 2001 --stderr-port 2002"),
             "{a}"
         );
         assert!(a.contains("--console-socket /tmp/cs"), "{a}");
         assert!(a.contains("--log-json"), "{a}");
-        let (p, n) = ports_for(10, true);
+        let token = s.ports.token.expect("every process gets a token");
+        assert!(
+            !a.contains(&token.to_hex()),
+            "the token never goes on the command line: {a}"
+        );
+        let (p, n) = ports_for(10, true).unwrap();
         assert_eq!(
             (p.stdin, p.stdout, p.stderr, n),
             (Some(10), Some(11), None, 2)
         );
+        assert_ne!(p.token, Some(token), "a fresh token per process");
+    }
+
+    #[test]
+    fn the_token_reaches_the_shim_through_its_environment_only() {
+        let mut spec = ShimSpec {
+            uds: "/r/c/vsock.sock".into(),
+            container_id: "c".into(),
+            exec_id: None,
+            ports: ports_for(2000, false).unwrap().0,
+            tty: TtyMode::None,
+            log: "/dev/null".into(),
+            go_fifo: None,
+            dns_relay: None,
+            log_json: false,
+            debug: false,
+        };
+        let hex = spec.ports.token.unwrap().to_hex();
+        // A stand-in shim that reports the variable and its command line on fd 3.
+        let sh = "#!/bin/sh\nprintf 'error: %s|%s\\n' \"$RUNV_STDIO_TOKEN\" \"$*\" >&3\n";
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("shim");
+        std::fs::write(&exe, sh).unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let e = spawn(&exe, &spec, ShimNetns::Inherit)
+            .unwrap_err()
+            .to_string();
+        let (env, cmdline) = e.trim_start_matches("runv-shim: ").split_once('|').unwrap();
+        assert_eq!(env, hex);
+        assert!(!cmdline.contains(&hex), "{cmdline}");
+        spec.ports.token = None;
+        let e = spawn(&exe, &spec, ShimNetns::Inherit)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("runv-shim: |"), "no token, no variable: {e}");
     }
 
     #[test]

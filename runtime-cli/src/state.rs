@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,11 @@ use serde::{Deserialize, Serialize};
 /// Default `--root`.
 pub const DEFAULT_ROOT: &str = "/run/runv";
 const STATE_FILE: &str = "state.json";
+/// The state root when runv makes it: only root may enter (runc's root is 0700 too).
+pub const ROOT_MODE: u32 = 0o700;
+/// A container's directory: traversable, not listable (runc's 0711).
+pub const CONTAINER_DIR_MODE: u32 = 0o711;
+const STATE_FILE_MODE: u32 = 0o600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -126,6 +132,38 @@ fn start_time(pid: i32) -> Option<u64> {
     read_stat(pid).map(|(_, s)| s)
 }
 
+/// The sandbox's network namespace, as the spec gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Netns {
+    /// No network namespace in the spec: the caller's. No NIC.
+    #[default]
+    Host,
+    /// The spec's path (a CNI namespace): final when the container is created.
+    Join(PathBuf),
+    /// A network namespace without path: the init's shim makes it, and the engine may
+    /// configure it until `start` (Docker's setkey hook, `ctr run --cni`).
+    New,
+}
+
+impl Netns {
+    /// The namespace file of this sandbox, given a live process in it (the init's
+    /// shim before the VM exists, runv-vmm after).
+    pub fn path(&self, member_pid: i32) -> Option<PathBuf> {
+        match self {
+            Netns::Host => None,
+            Netns::Join(p) => Some(p.clone()),
+            Netns::New => Some(PathBuf::from(format!("/proc/{member_pid}/ns/net"))),
+        }
+    }
+
+    /// Whether the namespace is final when the container is created, so the VM (whose
+    /// NICs must exist at boot) can boot then; otherwise it boots at `start`.
+    pub fn final_at_create(&self) -> bool {
+        !matches!(self, Netns::New)
+    }
+}
+
 /// One exec'd process's shim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecRecord {
@@ -146,6 +184,8 @@ pub struct State {
     pub rootfs: PathBuf,
     /// The init's shim (`pid` in OCI state, `--pid-file`).
     pub init: Option<HostProcess>,
+    /// The sandbox's runv-vmm; `None` until the VM boots (at `start` when the network
+    /// namespace is not final at create).
     pub vmm: Option<HostProcess>,
     /// created, running or paused as last set by a verb; `stopped` is derived.
     pub status: Status,
@@ -175,6 +215,12 @@ pub struct State {
     /// The network namespace shims join (None: the caller's).
     #[serde(default)]
     pub shim_netns: Option<PathBuf>,
+    /// The sandbox's network namespace.
+    #[serde(default)]
+    pub netns: Netns,
+    /// The interfaces runv attached a tap to (their ingress qdisc is runv's to remove).
+    #[serde(default)]
+    pub net_links: Vec<String>,
 }
 
 /// First stdio port of a sandbox (the agent's control port is 1024).
@@ -212,24 +258,43 @@ impl Root {
         self.path.join(id)
     }
 
-    /// Makes and locks a new container directory (mode 0711, as runc's).
+    /// Makes and locks a new container directory, mode 0711 as runc's. The root, and
+    /// any directory above it runv has to make, is made 0700 (as runc makes its root);
+    /// a root that already exists keeps its mode (docs/security.md).
     pub fn create(&self, id: &str) -> Result<Locked, StateError> {
         validate_id(id)?;
-        std::fs::create_dir_all(&self.path).map_err(|source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(ROOT_MODE)
+            .create(&self.path)
+            .map_err(|source| StateError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         let dir = self.dir(id);
-        match std::fs::create_dir(&dir) {
+        match std::fs::DirBuilder::new()
+            .mode(CONTAINER_DIR_MODE)
+            .create(&dir)
+        {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists { id: id.into() })
             }
             Err(source) => return Err(StateError::Io { path: dir, source }),
         }
-        let lock = lock_dir(&dir).inspect_err(|_| {
-            let _ = std::fs::remove_dir(&dir);
-        })?;
+        let lock = lock_dir(&dir)
+            .and_then(|f| {
+                // Exactly 0711 whatever the umask: traversable, not listable.
+                f.set_permissions(std::fs::Permissions::from_mode(CONTAINER_DIR_MODE))
+                    .map_err(|source| StateError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                Ok(f)
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir(&dir);
+            })?;
         Ok(Locked {
             id: id.into(),
             dir,
@@ -313,22 +378,15 @@ impl Locked {
         serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path, source })
     }
 
-    /// Writes the state atomically (temp file + rename).
+    /// Writes the state atomically (temp file + rename), 0600: it holds the spec's
+    /// process, whose environment may carry secrets.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.state_path();
-        let tmp = self.dir.join(".state.json.tmp");
-        let io = |source| StateError::Io {
-            path: tmp.clone(),
-            source,
-        };
         let body = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
             path: path.clone(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { path, source })
+        write_private(&path, &body)
     }
 
     /// Removes the container directory and everything in it.
@@ -340,10 +398,36 @@ impl Locked {
     }
 }
 
+/// Writes `body` to `path` atomically (a `.NAME.tmp` beside it, fsync, rename), mode
+/// 0600 whatever the umask: the files runv keeps a sandbox's secrets in.
+pub fn write_private(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let io = |source| StateError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(STATE_FILE_MODE)
+        .open(&tmp)
+        .map_err(io)?;
+    // A temporary file left by a crash keeps its mode through `open`.
+    f.set_permissions(std::fs::Permissions::from_mode(STATE_FILE_MODE))
+        .map_err(io)?;
+    f.write_all(body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|source| StateError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::TempDir;
 
     fn sample(id: &str) -> State {
         State {
@@ -363,6 +447,8 @@ mod tests {
             hooks: None,
             process: None,
             shim_netns: None,
+            netns: Netns::Host,
+            net_links: vec![],
         }
     }
 
@@ -378,7 +464,7 @@ mod tests {
 
     #[test]
     fn create_save_open_remove() {
-        let t = TempDir::new("state");
+        let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path().join("root"));
         let l = root.create("c1").unwrap();
         let mut s = sample("c1");
@@ -407,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_directory_without_state_is_not_a_container() {
-        let t = TempDir::new("state-partial");
+        let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path());
         let l = root.create("half").unwrap();
         drop(l);
@@ -420,7 +506,7 @@ mod tests {
 
     #[test]
     fn the_lock_serializes_callers() {
-        let t = TempDir::new("state-lock");
+        let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path());
         let l = root.create("c").unwrap();
         l.save(&sample("c")).unwrap();
@@ -438,6 +524,67 @@ mod tests {
         l.remove().unwrap();
         assert!(!rx.recv().unwrap());
         h.join().unwrap();
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_root_runv_makes_is_private_and_container_dirs_are_0711() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path().join("a/root"));
+        let l = root.create("c1").unwrap();
+        l.save(&sample("c1")).unwrap();
+        assert_eq!(mode(&root.path), 0o700);
+        assert_eq!(mode(&t.path().join("a")), 0o700, "made by runv too");
+        assert_eq!(mode(&l.dir), 0o711);
+        assert_eq!(
+            mode(&l.state_path()),
+            0o600,
+            "the state holds the process's env"
+        );
+    }
+
+    #[test]
+    fn an_existing_root_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o751)).unwrap();
+        let root = Root::new(t.path());
+        root.create("c1").unwrap();
+        assert_eq!(mode(t.path()), 0o751);
+        assert_eq!(mode(&root.dir("c1")), 0o711);
+    }
+
+    #[test]
+    #[ignore = "needs root: setpriv to act as nobody"]
+    fn root_an_unprivileged_user_cannot_reach_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = |args: &[&std::ffi::OsStr]| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .args(args)
+                .output()
+                .expect("setpriv (util-linux)")
+        };
+        let t = tempfile::tempdir().unwrap();
+        // Only runv's modes count: the temporary directory is open to everyone.
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = Root::new(t.path().join("root"));
+        let l = root.create("c1").unwrap();
+        l.save(&sample("c1")).unwrap();
+        let o = nobody(&["ls".as_ref(), root.path.as_os_str()]);
+        assert!(!o.status.success(), "nobody listed the root: {o:?}");
+        let o = nobody(&["ls".as_ref(), l.dir.as_os_str()]);
+        assert!(!o.status.success(), "nobody listed the container: {o:?}");
+        // A root that already existed, wide open: the container's files stay private.
+        std::fs::set_permissions(&root.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let o = nobody(&["ls".as_ref(), l.dir.as_os_str()]);
+        assert!(!o.status.success(), "nobody listed the container: {o:?}");
+        let o = nobody(&["cat".as_ref(), l.state_path().as_os_str()]);
+        assert!(!o.status.success(), "nobody read state.json: {o:?}");
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Starting and stopping a sandbox's runv-vmm, and the network namespace of the
-//! sandbox's host processes.
+//! Starting and stopping a sandbox's runv-vmm, and joining the sandbox's network
+//! namespace in a child.
 //!
 //! The VMM is detached: a new session (setsid), stdin /dev/null, stdout and stderr to
 //! a log file in the state directory, so it holds none of the caller's stdio and
 //! survives the runv call.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::state::HostProcess;
 
-/// The guest kernel command line.
-pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux \
-     i8042.nomux i8042.dumbkbd tsc=reliable quiet";
 /// The virtio-fs tag of the sandbox share.
 pub const SHARE_TAG: &str = "runv";
 /// The guest's vsock CID.
@@ -39,29 +36,6 @@ pub enum VmmError {
         vmm: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Where the sandbox's host processes live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Netns {
-    /// No network namespace in the spec: the caller's.
-    Host,
-    /// The spec's path (a CNI namespace).
-    Join(PathBuf),
-    /// A network namespace without path: a new one, made for the VMM; the shims join it
-    /// through /proc/<vmm>/ns/net.
-    New,
-}
-
-impl Netns {
-    /// The namespace file a shim joins, given the VMM's PID.
-    pub fn for_shim(&self, vmm_pid: i32) -> Option<PathBuf> {
-        match self {
-            Netns::Host => None,
-            Netns::Join(p) => Some(p.clone()),
-            Netns::New => Some(PathBuf::from(format!("/proc/{vmm_pid}/ns/net"))),
-        }
-    }
 }
 
 /// Opens a namespace file for `setns` in a child (before fork: no allocation after).
@@ -89,6 +63,15 @@ pub fn setns_in_child(cmd: &mut Command, fd: OwnedFd) {
     }
 }
 
+/// One NIC of the VM: a tap runv opened (`network::Tap`), inherited by runv-vmm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicArg {
+    /// The tap's fd in runv; the VMM inherits it under the same number.
+    pub fd: RawFd,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
 /// What the VMM is started with.
 #[derive(Debug, Clone)]
 pub struct VmmLaunch {
@@ -100,37 +83,46 @@ pub struct VmmLaunch {
     pub share_dir: PathBuf,
     pub uds: PathBuf,
     pub console: PathBuf,
+    /// Bytes of console output written to `console` at most.
+    pub console_limit: u64,
     /// stdout and stderr of the VMM.
     pub log: PathBuf,
-    pub netns: Netns,
+    /// The network namespace to join (the sandbox's), if any.
+    pub netns: Option<PathBuf>,
+    /// One virtio-net device each; the fds must stay open in runv until `spawn`.
+    pub nics: Vec<NicArg>,
 }
 
-/// The guest kernel's command line. `agent_log` (from `RUNV_AGENT_LOG`, a tracing filter
-/// such as `debug`) reaches the agent as an environment variable: the kernel hands
-/// unknown `KEY=VALUE` words to init. A filter with anything but
-/// `[A-Za-z0-9_=,:.-]` is ignored (it would split the command line).
-fn cmdline(agent_log: Option<&str>) -> String {
+/// What runv adds to runv-vmm's guest kernel command line (runv-vmm owns the line
+/// itself). `agent_log` (from `RUNV_AGENT_LOG`, a tracing filter such as `debug`)
+/// reaches the agent as an environment variable: the kernel hands unknown `KEY=VALUE`
+/// words to init. A filter with anything but `[A-Za-z0-9_=,:.-]` is ignored (it would
+/// split the command line).
+fn cmdline_append(agent_log: Option<&str>) -> Option<String> {
     match agent_log {
         Some(f)
             if !f.is_empty()
                 && f.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"_=,:.-".contains(&b)) =>
         {
-            format!("{CMDLINE} RUNV_AGENT_LOG={f}")
+            Some(format!("RUNV_AGENT_LOG={f}"))
         }
-        _ => CMDLINE.into(),
+        _ => None,
     }
 }
 
 impl VmmLaunch {
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut args: Vec<String> = vec![
             "--kernel".into(),
             self.kernel.display().to_string(),
             "--initrd".into(),
             self.initrd.display().to_string(),
-            "--cmdline".into(),
-            cmdline(std::env::var("RUNV_AGENT_LOG").ok().as_deref()),
+        ];
+        if let Some(words) = cmdline_append(std::env::var("RUNV_AGENT_LOG").ok().as_deref()) {
+            args.extend(["--cmdline-append".into(), words]);
+        }
+        args.extend([
             "--cpus".into(),
             self.cpus.to_string(),
             "--memory".into(),
@@ -141,7 +133,21 @@ impl VmmLaunch {
             format!("cid={GUEST_CID},uds={}", self.uds.display()),
             "--console".into(),
             self.console.display().to_string(),
-        ]
+            "--console-limit".into(),
+            self.console_limit.to_string(),
+        ]);
+        for n in &self.nics {
+            args.extend([
+                "--net".into(),
+                format!(
+                    "fd={},mac={},mtu={}",
+                    n.fd,
+                    runv_agent_protocol::message::format_mac(&n.mac),
+                    n.mtu
+                ),
+            ]);
+        }
+        args
     }
 
     /// Starts the VMM, detached.
@@ -166,31 +172,32 @@ impl VmmLaunch {
         if let Ok(filter) = std::env::var("RUNV_VMM_LOG") {
             cmd.env("RUNV_LOG", filter);
         }
-        match &self.netns {
-            Netns::Host => {}
-            Netns::Join(p) => setns_in_child(&mut cmd, open_netns(p)?),
-            Netns::New => {
-                // SAFETY: unshare is async-signal-safe.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-            }
+        if let Some(p) = &self.netns {
+            setns_in_child(&mut cmd, open_netns(p)?);
         }
-        // SAFETY: setsid, sigemptyset and pthread_sigmask are async-signal-safe; the set
-        // lives on the child's stack. The VMM kicks its vCPU threads with signals, so it
-        // must not start with the caller's blocked mask.
+        let taps: Vec<RawFd> = self.nics.iter().map(|n| n.fd).collect();
+        // SAFETY: setsid, fcntl, sigemptyset, pthread_sigmask and prctl are
+        // async-signal-safe; the set lives on the child's stack; `taps` was allocated
+        // before the fork and is only read. The VMM kicks its vCPU threads with signals,
+        // so it must not start with the caller's blocked mask.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 cloexec_inherited();
+                // The taps are the VMM's to keep: inherited under their numbers.
+                for &fd in &taps {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The VMM parses guest input and executes nothing: no execve from it (or
+                // anything an exploit makes it run) may gain privileges.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -263,17 +270,17 @@ mod tests {
 
     #[test]
     fn agent_log_filter_reaches_the_command_line_only_when_harmless() {
-        assert_eq!(cmdline(None), CMDLINE);
+        assert_eq!(cmdline_append(None), None);
         assert_eq!(
-            cmdline(Some("debug")),
-            format!("{CMDLINE} RUNV_AGENT_LOG=debug")
+            cmdline_append(Some("debug")).as_deref(),
+            Some("RUNV_AGENT_LOG=debug")
         );
         assert_eq!(
-            cmdline(Some("runv_agent=debug,libcontainer=trace")),
-            format!("{CMDLINE} RUNV_AGENT_LOG=runv_agent=debug,libcontainer=trace")
+            cmdline_append(Some("runv_agent=debug,libcontainer=trace")).as_deref(),
+            Some("RUNV_AGENT_LOG=runv_agent=debug,libcontainer=trace")
         );
-        assert_eq!(cmdline(Some("debug init=/bin/sh")), CMDLINE);
-        assert_eq!(cmdline(Some("")), CMDLINE);
+        assert_eq!(cmdline_append(Some("debug init=/bin/sh")), None);
+        assert_eq!(cmdline_append(Some("")), None);
     }
 
     #[test]
@@ -316,40 +323,89 @@ mod tests {
             share_dir: "/run/runv/c1/share".into(),
             uds: "/run/runv/c1/vsock.sock".into(),
             console: "/run/runv/c1/console.log".into(),
+            console_limit: 65536,
             log: "/run/runv/c1/vmm.log".into(),
-            netns: Netns::Host,
+            netns: None,
+            nics: vec![NicArg {
+                fd: 9,
+                mac: [2, 0x42, 0xac, 0x11, 0, 2],
+                mtu: 1400,
+            }],
         };
         let a = l.args().join(" ");
+        assert!(
+            !a.contains("--cmdline "),
+            "runv-vmm owns the command line: {a}"
+        );
         assert!(a.contains("--fs tag=runv,path=/run/runv/c1/share"), "{a}");
         assert!(
             a.contains("--vsock cid=3,uds=/run/runv/c1/vsock.sock"),
             "{a}"
         );
         assert!(a.contains("--cpus 2 --memory 320"), "{a}");
-        assert!(a.contains("--console /run/runv/c1/console.log"), "{a}");
-        assert_eq!(
-            Netns::New.for_shim(7),
-            Some(PathBuf::from("/proc/7/ns/net"))
+        assert!(
+            a.contains("--console /run/runv/c1/console.log --console-limit 65536"),
+            "{a}"
         );
-        assert_eq!(Netns::Host.for_shim(7), None);
+        assert!(
+            a.contains("--net fd=9,mac=02:42:ac:11:00:02,mtu=1400"),
+            "{a}"
+        );
     }
 
-    #[test]
-    fn spawn_failure_names_the_binary() {
-        let dir = crate::test_util::TempDir::new("vmm-spawn");
-        let l = VmmLaunch {
-            vmm: "/nonexistent/runv-vmm".into(),
+    /// A launch of `vmm` whose files are in `dir` (log: `dir/log`).
+    fn launch_in(dir: &Path, vmm: PathBuf) -> VmmLaunch {
+        VmmLaunch {
+            vmm,
             kernel: "/k".into(),
             initrd: "/i".into(),
             cpus: 1,
             memory_mib: 128,
-            share_dir: dir.path().into(),
-            uds: dir.path().join("s"),
-            console: dir.path().join("c"),
-            log: dir.path().join("log"),
-            netns: Netns::Host,
-        };
+            share_dir: dir.into(),
+            uds: dir.join("s"),
+            console: dir.join("c"),
+            console_limit: 65536,
+            log: dir.join("log"),
+            netns: None,
+            nics: vec![],
+        }
+    }
+
+    #[test]
+    fn spawn_failure_names_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = launch_in(dir.path(), "/nonexistent/runv-vmm".into());
         let e = l.spawn().unwrap_err().to_string();
         assert!(e.contains("/nonexistent/runv-vmm"), "{e}");
+    }
+
+    #[test]
+    fn the_vmm_starts_with_no_new_privs_in_a_session_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in VMM that writes what it was started with to its log.
+        let vmm = dir.path().join("vmm");
+        std::fs::write(
+            &vmm,
+            "#!/bin/sh\ngrep NoNewPrivs /proc/self/status\necho sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&vmm, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let l = launch_in(dir.path(), vmm);
+        assert!(l.spawn().unwrap().wait().unwrap().success());
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(
+            log.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains("NoNewPrivs: 1"),
+            "{log}"
+        );
+        let ids: Vec<&str> = log.lines().last().unwrap().split(' ').collect();
+        assert_eq!(
+            ids[0].trim_start_matches("sid="),
+            ids[1].trim_start_matches("pid="),
+            "a session leader: {log}"
+        );
     }
 }

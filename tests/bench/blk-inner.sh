@@ -3,7 +3,7 @@
 # IMAGE_MIB MiB; prints each run and the median MB/s with the runv-vmm/QEMU ratio.
 set -euo pipefail
 runs=$1 mib=$2
-cmdline="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+cmdline=$(runv-vmm --print-cmdline)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 img=$work/bench.img

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-CMDLINE = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
-           "i8042.dumbkbd tsc=reliable quiet")
+# runv-vmm's own command line: QEMU gets the same one.
+CMDLINE = subprocess.check_output(["runv-vmm", "--print-cmdline"], text=True).strip()
 MARKER = b"RUNV-INIT"
 
 

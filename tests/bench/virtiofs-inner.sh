@@ -5,7 +5,7 @@
 set -euo pipefail
 runs=$1 mib=$2 files=$3
 here=$(cd "$(dirname "$0")" && pwd)
-cmdline="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet runv.mib=$mib runv.files=$files"
+cmdline=$(runv-vmm --print-cmdline --cmdline-append "runv.mib=$mib runv.files=$files")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/share"

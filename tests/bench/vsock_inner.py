@@ -18,8 +18,8 @@ INITRD = os.environ["RUNV_VSOCK_BENCH_INITRD"]
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 BYTES = (int(sys.argv[2]) if len(sys.argv) > 2 else 64) << 20
 ROUND_TRIPS = 1000
-CMDLINE = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
-           f"i8042.dumbkbd tsc=reliable quiet runv.vsock_bytes={BYTES}")
+CMDLINE = subprocess.check_output(["runv-vmm", "--print-cmdline", "--cmdline-append",
+                                   f"runv.vsock_bytes={BYTES}"], text=True).strip()
 
 
 def connect(uds, port, deadline):

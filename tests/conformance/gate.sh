@@ -2,9 +2,10 @@
 # The compatibility gate of CI, for one kvmbox run of its own (scripts/test.sh runs it
 # after the end-to-end box): the OCI runtime-tools suite for runc and runv side by side
 # (run.sh --gate --gated-only: every file runc passes must pass for runv unless listed in
-# exceptions.txt), then Docker driving runv (tests/e2e/docker.sh), then a leak check over
-# both: no runv-vmm or runv-shim process, no mount that was not there at the start, and
-# nothing under runv's default root. Ends with "N passed, N failed".
+# exceptions.txt), then Docker driving runv (tests/e2e/docker.sh), then the network suite
+# (tests/e2e/network.sh), then a leak check over all: no runv-vmm or runv-shim process,
+# no mount that was not there at the start, and nothing under runv's default root. Ends
+# with "N passed, N failed".
 #
 #   tests/kvmbox/kvmbox --env RUNV_RUNTIME_TOOLS_DIR=$(tests/conformance/build.sh) \
 #     --env RUNTIME=/path/to/runv --env RUNV_KERNEL --env RUNV_INITRD -- tests/conformance/gate.sh
@@ -26,11 +27,12 @@ awk '{ print $5 }' /proc/self/mountinfo | sort >"$mounts_before"
 passed=0 failed=0
 # suite NAME CMD...: runs a suite that ends with "N passed, N failed" and adds it up.
 suite() {
-  local name=$1 last
+  local name=$1 last start=$SECONDS
   shift
   echo "# suite $name"
   "$@" 2>&1 | tee "$log"
   last=$(tail -n 1 "$log")
+  echo "# suite $name: $((SECONDS - start)) s"
   if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
   else
@@ -55,6 +57,10 @@ if [[ -n ${COMPAT_DOC:-} ]]; then
     grep -E '^(not )?ok - ' "$log" | sed 's/^/- /'
   } >>"$COMPAT_DOC"
 fi
+# Networking (Docker's bridge, -p, embedded DNS, ctr --cni, a runtime alone in a namespace),
+# runc first in each case, then runv; after docker.sh, whose dockerd keeps the host's
+# network untouched.
+suite network env RUNTIME="$RUNTIME" "$here/../e2e/network.sh"
 
 # Leak check over both suites.
 PASS=0 FAIL=0

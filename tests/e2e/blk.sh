@@ -10,7 +10,7 @@ source "$here/../lib.sh"
 : "${RUNV_GUEST_KERNEL:?set RUNV_GUEST_KERNEL to the guest vmlinux}"
 : "${RUNV_BLK_INITRD:?set RUNV_BLK_INITRD to the virtio-blk test initramfs}"
 VM_TIMEOUT=${VM_TIMEOUT:-180}
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+CMDLINE=$(runv-vmm --print-cmdline)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

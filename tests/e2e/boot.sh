@@ -9,7 +9,7 @@ source "$here/../lib.sh"
 : "${RUNV_GUEST_KERNEL:?set RUNV_GUEST_KERNEL to the guest vmlinux}"
 : "${RUNV_MARKER_INITRD:?set RUNV_MARKER_INITRD to the marker initramfs}"
 VM_TIMEOUT=${VM_TIMEOUT:-180}
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+CMDLINE=$(runv-vmm --print-cmdline)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -53,6 +53,16 @@ vm panic --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" --cmdline 
 if [[ $(rc panic) != 0 && $(rc panic) != 124 ]] && grep -q "panic" "$work/panic.err"; then
   ok "guest kernel panic: non-zero exit ($(rc panic)) with \"$(tr -d '\n' <"$work/panic.err")\""
 else not_ok "guest kernel panic exits non-zero with a panic reason (exit $(rc panic))"; show "$work/panic.out" "$work/panic.err"; fi
+
+# A guest flooding its console: runv-vmm writes at most --console-limit bytes of it.
+vm flood --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" \
+  --cmdline "$CMDLINE runv.test=flood" --console "$work/flood.log" --console-limit 65536
+size=$(stat -c %s "$work/flood.log" 2>/dev/null || echo 0)
+check "a guest flooding its console (80 KiB): the console file stays within the 64 KiB limit and one notice ($size bytes)" \
+  [ "$size" -ge 65536 -a "$size" -le $((65536 + 200)) ]
+check "the console file ends with the limit's notice" \
+  grep -q "the console reached its limit of 65536 bytes" "$work/flood.log"
+check "the flooding guest still powered off normally (exit $(rc flood))" [ "$(rc flood)" = 0 ]
 
 head -c 4194304 /dev/urandom >"$work/corrupt-vmlinux"
 vm corrupt --kernel "$work/corrupt-vmlinux" --initrd "$RUNV_MARKER_INITRD"

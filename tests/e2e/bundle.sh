@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the runtime suites (sourced): build a busybox OCI bundle from the host's
 # static /bin/busybox (busybox-static) and write its config.json. The config is the one
 # `runc spec` prints, written here from scratch (never by calling the runtime under test),
@@ -20,8 +21,28 @@ BUSYBOX=${BUSYBOX:-/bin/busybox}
 PYTHON=${PYTHON:-/usr/bin/python3}
 
 # bundle_rootfs DIR: DIR/rootfs with busybox, one symlink per applet, /etc/passwd and group.
+# Built once per busybox binary into a template under BUNDLE_CACHE (default
+# ${TMPDIR:-/tmp}/runv-bundle-rootfs) and copied from there: one `cp -a` instead of one `ln`
+# per applet, which in the emulated test box costs about 20 s a bundle.
 bundle_rootfs() {
-  local rootfs=$1/rootfs applet
+  local rootfs=$1/rootfs key tmpl build
+  key=$(stat -L -c '%i-%s-%Y' "$BUSYBOX" 2>/dev/null) || {
+    echo "bundle_rootfs: $BUSYBOX is missing (apt-get install busybox-static)" >&2
+    return 1
+  }
+  tmpl=${BUNDLE_CACHE:-${TMPDIR:-/tmp}/runv-bundle-rootfs}/$key
+  if [[ ! -d $tmpl ]]; then
+    build=$tmpl.$$.$RANDOM
+    mkdir -p "$build" && bundle_rootfs_build "$build" || { rm -rf "$build"; return 1; }
+    # Another suite may have made it meanwhile: theirs stays, ours goes.
+    mv -T "$build" "$tmpl" 2>/dev/null || rm -rf "$build"
+  fi
+  mkdir -p "$1" && cp -a "$tmpl" "$rootfs"
+}
+
+# bundle_rootfs_build DIR: the template's contents, made in DIR.
+bundle_rootfs_build() {
+  local rootfs=$1 applet
   if ! file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked'; then
     echo "bundle_rootfs: $BUSYBOX is not a static busybox (apt-get install busybox-static)" >&2
     return 1

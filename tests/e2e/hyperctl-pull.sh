@@ -45,7 +45,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 # start_registry NAME PORT [EXTRA_YAML]: a registry storing under $work/data, waits until it answers.
 start_registry() {
-  local name=$1 port=$2 extra=${3:-} i
+  local name=$1 port=$2 extra=${3:-}
   cat >"$work/$name.yml" <<EOF
 version: 0.1
 log:
@@ -65,7 +65,7 @@ $extra
 EOF
   "$REGISTRY_BIN" serve "$work/$name.yml" >"$work/$name.log" 2>&1 &
   pids+=($!)
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && return 0
     sleep 0.1
   done
@@ -321,7 +321,7 @@ PY
 pids+=($!)
 # Python starts slowly in the box: pull only once the token service answers (CI once
 # pulled first, the token request was refused and the registry answered 401).
-for i in $(seq 100); do
+for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$TPORT/ready" && break
   sleep 0.1
 done
@@ -385,13 +385,12 @@ async def main():
 asyncio.run(main())
 PY
 proxy=$!
-pids+=($proxy)
+pids+=("$proxy")
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PPORT/v2/" && break; sleep 0.1; done
 
 # wait_download ROOT: until a partial blob is being written under ROOT's tmp/ (10 s at most).
 wait_download() {
-  local i
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     [[ -n $(find "$1/images/tmp" -name 'blob-*' -size +1k 2>/dev/null) ]] && return 0
     sleep 0.1
   done

@@ -33,7 +33,9 @@ echo "# hyperctl: $HYPERCTL, runv: $RUNV, image: $IMAGE_TAR"
 
 cleanup() {
   local n
-  for n in $(ls "$root/containers" 2>/dev/null); do
+  for n in "$root/containers"/*; do
+    [[ -e $n ]] || continue
+    n=${n##*/}
     timeout -k 2 30 "$HYPERCTL" --root "$root" rm -f "$n" >/dev/null 2>&1
   done
   for n in $(timeout 30 "$RUNV" --root "$root/runv" list -q 2>/dev/null); do

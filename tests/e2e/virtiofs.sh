@@ -12,7 +12,7 @@ source "$here/../lib.sh"
 : "${RUNV_GUEST_KERNEL:?set RUNV_GUEST_KERNEL to the guest vmlinux}"
 : "${RUNV_VIRTIOFS_INITRD:?set RUNV_VIRTIOFS_INITRD to the virtio-fs test initramfs}"
 VM_TIMEOUT=${VM_TIMEOUT:-300}
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet"
+CMDLINE=$(runv-vmm --print-cmdline)
 work=$(mktemp -d)
 editor=
 trap '[[ -n $editor ]] && kill "$editor" 2>/dev/null; rm -rf "$work"' EXIT

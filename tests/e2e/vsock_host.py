@@ -21,8 +21,9 @@ INITRD = os.environ["RUNV_VSOCK_INITRD"]
 VMM = os.environ.get("RUNV_VMM", "runv-vmm")
 BYTES = int(os.environ.get("VSOCK_BYTES", str(64 << 20)))
 TIMEOUT = float(os.environ.get("VM_TIMEOUT", "300"))
-CMDLINE = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
-           f"i8042.dumbkbd tsc=reliable quiet runv.vsock_bytes={BYTES}")
+# runv-vmm's own command line, plus the test's size.
+CMDLINE = subprocess.check_output([VMM, "--print-cmdline", "--cmdline-append",
+                                   f"runv.vsock_bytes={BYTES}"], text=True).strip()
 
 passed = failed = 0
 VM = None

@@ -9,6 +9,12 @@
  *   vsocktest wait PORT          accept one connection, read it to EOF, exit 0
  *   vsocktest echo PORT          listen on PORT; each connection (own child) gets back what
  *                                it sends, until EOF (for round-trip benchmarks)
+ *   vsocktest steal FIRST LAST SECONDS
+ *                                the attacker of tests/e2e/security.sh: for SECONDS, connect
+ *                                to the host on every port FIRST..LAST in turn; on each
+ *                                connection send a forged preamble and "FAKE-OUTPUT", read
+ *                                what arrives for up to 2 s; print per connection "port P:
+ *                                read N bytes: DATA", then "steal: C connections, B bytes"
  * The CRC is zlib's crc32, so the host side can check it with Python's zlib.
  * Exit 0 on success; otherwise one line on stderr naming the failed call. */
 #define _GNU_SOURCE
@@ -20,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 static uint32_t table[256];
@@ -62,6 +70,40 @@ static int connect_host(unsigned port) {
   int s = vsock();
   if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
   return s;
+}
+
+/* The steal mode: see the top of the file. */
+static int steal(unsigned first, unsigned last, int seconds) {
+  time_t end = time(NULL) + seconds;
+  unsigned long conns = 0, bytes = 0;
+  while (time(NULL) < end) {
+    for (unsigned p = first; p <= last; p++) {
+      struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = p};
+      int s = vsock();
+      if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(s);
+        continue;
+      }
+      conns++;
+      char forged[32 + 12];
+      memset(forged, 'A', 32);
+      memcpy(forged + 32, "FAKE-OUTPUT\n", 12);
+      (void)!write(s, forged, sizeof forged);
+      struct timeval tv = {.tv_sec = 2};
+      setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char buf[4096];
+      ssize_t r, n = 0;
+      while (n < (ssize_t)sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+      buf[n] = 0;
+      bytes += n;
+      printf("port %u: read %zd bytes: %s\n", p, n, buf);
+      fflush(stdout);
+      close(s);
+    }
+    usleep(2000);
+  }
+  printf("steal: %lu connections, %lu bytes\n", conns, bytes);
+  return 0;
 }
 
 static void echo(int c) {
@@ -180,6 +222,10 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: vsocktest sink PORT | source PORT BYTES | hog PORT BYTES | wait PORT | echo PORT\n");
+  if (argc == 5 && strcmp(argv[1], "steal") == 0)
+    return steal(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+  fprintf(stderr,
+          "usage: vsocktest sink PORT | source PORT BYTES | hog PORT BYTES | wait PORT | echo PORT"
+          " | steal FIRST LAST SECONDS\n");
   return 2;
 }

@@ -5,25 +5,34 @@
 //! a one-line reason on stderr.
 
 use clap::Parser;
+use runv_vmm::devices::virtio::block::BlockConfig;
+use runv_vmm::devices::virtio::fs::FsConfig;
+use runv_vmm::devices::virtio::net::NetConfig;
+use runv_vmm::devices::virtio::vsock::VsockConfig;
+use runv_vmm::{Console, ExitReason, VmConfig};
 use std::path::PathBuf;
-use vmm::devices::virtio::block::BlockConfig;
-use vmm::devices::virtio::fs::FsConfig;
-use vmm::devices::virtio::vsock::VsockConfig;
-use vmm::{Console, ExitReason, VmConfig};
 
 /// Boot a Linux guest kernel in a KVM micro-VM.
 #[derive(Debug, Parser)]
 #[command(name = "runv-vmm", version, about)]
 struct Args {
     /// Guest kernel: ELF vmlinux (64-bit direct entry) or bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "print_cmdline")]
+    kernel: Option<PathBuf>,
     /// Initramfs to hand to the kernel.
     #[arg(long)]
     initrd: Option<PathBuf>,
     /// Kernel command line, replacing the default; the VMM appends its device entries.
     #[arg(long)]
     cmdline: Option<String>,
+    /// Words added to the command line (to the default, or to --cmdline), before any
+    /// ` -- ` init arguments (repeatable).
+    #[arg(long = "cmdline-append", value_name = "WORDS")]
+    cmdline_append: Vec<String>,
+    /// Print the command line (the default, or --cmdline, with --cmdline-append) without
+    /// the VMM's device entries, and exit: what scripts pass to other VMMs.
+    #[arg(long)]
+    print_cmdline: bool,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u8,
@@ -33,6 +42,9 @@ struct Args {
     /// Serial console: stdout, off, or a file path to append to.
     #[arg(long, default_value = "stdout")]
     console: Console,
+    /// Write at most BYTES of console output, then a notice, and discard the rest.
+    #[arg(long, value_name = "BYTES")]
+    console_limit: Option<u64>,
     /// Share a host directory over virtio-fs: tag=NAME,path=DIR[,ro] (repeatable); the guest
     /// mounts it with `mount -t virtiofs NAME /mnt`.
     #[arg(long = "fs", value_name = "tag=NAME,path=DIR[,ro]")]
@@ -45,6 +57,10 @@ struct Args {
     /// to PATH and write "CONNECT <port>\n"; guest connects to host port P reach PATH_P.
     #[arg(long, value_name = "cid=N,uds=PATH")]
     vsock: Option<VsockConfig>,
+    /// virtio-net on a tap runv opened and passed down as fd N (IFF_TAP|IFF_NO_PI|
+    /// IFF_VNET_HDR): fd=N,mac=MAC[,mtu=N] (repeatable, one device each: eth0, eth1 ...).
+    #[arg(long = "net", value_name = "fd=N,mac=MAC[,mtu=N]")]
+    net: Vec<NetConfig>,
 }
 
 fn main() {
@@ -67,18 +83,25 @@ fn main() {
         std::process::exit(1);
     }));
     let args = Args::parse();
+    let cmdline = runv_vmm::boot::base_cmdline(args.cmdline.as_deref(), &args.cmdline_append);
+    if args.print_cmdline {
+        println!("{cmdline}");
+        return;
+    }
     let config = VmConfig {
-        kernel: args.kernel,
+        kernel: args.kernel.expect("clap requires --kernel"),
         initrd: args.initrd,
-        cmdline: args.cmdline,
+        cmdline: Some(cmdline),
         cpus: args.cpus,
         memory_mib: args.memory,
         console: args.console,
+        console_limit: args.console_limit,
         fs: args.fs,
         block: args.block,
         vsock: args.vsock,
+        net: args.net,
     };
-    let code = match vmm::run(&config) {
+    let code = match runv_vmm::run(&config) {
         Ok(ExitReason::PowerOff) => 0,
         Ok(reason) => {
             eprintln!("runv-vmm: {reason}");
@@ -90,4 +113,26 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` shows each device option's usage as its parser spells it in errors.
+    #[test]
+    fn device_options_show_their_parser_usage() {
+        use runv_vmm::devices::virtio::{block, fs, vsock};
+        let cmd = Args::command();
+        for spec in [block::OPTION, fs::OPTION, vsock::device::OPTION] {
+            let name = spec.option().trim_start_matches("--");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(name))
+                .unwrap_or_else(|| panic!("no {}", spec.option()));
+            let shown: Vec<_> = arg.get_value_names().unwrap_or_default().to_vec();
+            assert_eq!(shown, [spec.usage()], "{}", spec.option());
+        }
+    }
 }

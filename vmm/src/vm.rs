@@ -15,12 +15,12 @@ use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_C
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vm_memory::{Address, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::Killable;
 
 /// Three pages KVM needs for the real-mode TSS on Intel, inside the MMIO gap.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -31,7 +31,7 @@ const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
 pub const VIRTIO_FIRST_GSI: u32 = 5;
 /// Last GSI a virtio-mmio device may take: the I/O APIC has 24 pins.
 pub const VIRTIO_LAST_GSI: u32 = 23;
-/// How long the VMM keeps kicking a vCPU that does not leave KVM_RUN.
+/// How long the VMM waits for the vCPU threads to end after kicking them.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors creating or running a VM, each naming what failed.
@@ -66,6 +66,9 @@ pub enum Error {
     /// vCPU configuration.
     #[error(transparent)]
     Cpu(#[from] cpu::Error),
+    /// The vCPU kick signal.
+    #[error(transparent)]
+    Kick(#[from] cpu::kick::Error),
     /// Device set-up.
     #[error(transparent)]
     Device(#[from] devices::Error),
@@ -84,6 +87,9 @@ pub enum Error {
     /// The vsock device.
     #[error(transparent)]
     Vsock(#[from] crate::devices::virtio::vsock::device::Error),
+    /// A virtio-net device.
+    #[error(transparent)]
+    Net(#[from] crate::devices::virtio::net::Error),
     /// No GSI left for another virtio-mmio device.
     #[error("cannot add virtio device {0}: all {n} virtio-mmio interrupts (GSI {VIRTIO_FIRST_GSI}-{VIRTIO_LAST_GSI}) are taken", n = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
     TooManyDevices(String),
@@ -307,30 +313,35 @@ impl Vm {
 
     /// Starts every vCPU and waits until the guest (or an error) ends the VM.
     pub fn run(self) -> Result<ExitReason> {
-        install_kick_handler()?;
+        cpu::kick::install_handler()?;
         let bus = Arc::new(self.bus);
-        let mut threads: Vec<(Sender<VcpuEvent>, JoinHandle<()>)> = Vec::new();
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut threads = Vec::new();
         for (id, fd) in self.vcpus.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel();
             let vcpu = Vcpu::new(id as u8, fd, bus.clone(), self.exit_tx.clone());
+            let done = done_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu.run(rx))
+                .spawn(move || {
+                    vcpu.run(rx);
+                    let _ = done.send(id);
+                })
                 .map_err(|source| Error::Io {
                     what: format!("spawning the thread of vCPU {id}"),
                     source,
                 })?;
-            threads.push((tx, handle));
+            threads.push(VcpuThread { events: tx, handle });
         }
-        for (tx, _) in &threads {
-            let _ = tx.send(VcpuEvent::Start);
+        for t in &threads {
+            let _ = t.events.send(VcpuEvent::Start);
         }
         // The Vm keeps a sender, so this returns only when something reports an end.
         let reason = self
             .exit_rx
             .recv()
             .unwrap_or_else(|_| ExitReason::Error("every vCPU and device went away".into()));
-        stop_vcpus(threads);
+        stop_vcpus(threads, &done_rx);
         // No vCPU touches a device any more: end device work, then drop the devices.
         if let Some(event_loop) = self.event_loop {
             event_loop.stop();
@@ -346,39 +357,45 @@ impl Vm {
     }
 }
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-fn install_kick_handler() -> Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| Error::Io {
-            what: "installing the vCPU kick signal handler".into(),
-            source: std::io::Error::from_raw_os_error(e.errno()),
-        });
-    });
-    result
+/// A running vCPU thread: its event channel and its handle.
+struct VcpuThread {
+    events: Sender<VcpuEvent>,
+    handle: JoinHandle<()>,
 }
 
-/// Tells every vCPU to stop and kicks it out of KVM_RUN until its thread ends. A signal
-/// can land just before the thread enters KVM_RUN, so the kick repeats.
-fn stop_vcpus(threads: Vec<(Sender<VcpuEvent>, JoinHandle<()>)>) {
+/// Tells every vCPU to stop, kicks each out of KVM_RUN with one signal (it sets the
+/// vCPU's `immediate_exit`, so a signal that lands just before KVM_RUN is not lost), and
+/// joins the threads as `done` reports them ended, waiting at most [`VCPU_STOP_TIMEOUT`].
+fn stop_vcpus(threads: Vec<VcpuThread>, done: &Receiver<usize>) {
+    for (id, t) in threads.iter().enumerate() {
+        // Stop first: the kicked thread looks at its channel when KVM_RUN returns.
+        let _ = t.events.send(VcpuEvent::Stop);
+        if !t.handle.is_finished() {
+            if let Err(e) = t.handle.kill(cpu::kick::kick_signal()) {
+                tracing::warn!("kicking vCPU {id}: {e}");
+            }
+        }
+    }
+    let mut handles: Vec<Option<JoinHandle<()>>> =
+        threads.into_iter().map(|t| Some(t.handle)).collect();
     let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
-    for (tx, handle) in threads {
-        let _ = tx.send(VcpuEvent::Stop);
-        while !handle.is_finished() && Instant::now() < deadline {
-            let _ = handle.kill(SIGRTMIN());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if handle.is_finished() {
+    let mut left = handles.len();
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let Ok(id) = done.recv_timeout(wait) else {
+            break;
+        };
+        if let Some(handle) = handles.get_mut(id).and_then(Option::take) {
             let _ = handle.join();
-        } else {
-            tracing::warn!("a vCPU thread did not stop within {VCPU_STOP_TIMEOUT:?}");
+            left -= 1;
         }
+    }
+    for (id, _) in handles.iter().enumerate().filter(|(_, h)| h.is_some()) {
+        tracing::warn!("vCPU {id} did not stop within {VCPU_STOP_TIMEOUT:?} of its kick");
     }
 }
 
-fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
+fn console_out(console: &Console, limit: Option<u64>) -> Result<serial::ConsoleOut> {
     let inner: Option<Box<dyn Write + Send>> = match console {
         Console::Stdout => Some(Box::new(std::io::stdout())),
         Console::Off => None,
@@ -393,7 +410,7 @@ fn console_out(console: &Console) -> Result<serial::ConsoleOut> {
                 })?,
         )),
     };
-    Ok(serial::ConsoleOut::new(inner))
+    Ok(serial::ConsoleOut::new(inner).with_limit(limit))
 }
 
 /// Adds the virtio devices of `config`.
@@ -411,6 +428,11 @@ fn add_virtio_devices(vm: &mut Vm, config: &VmConfig) -> Result<()> {
         // Dropping the device (when the VM ends, or on an error here) removes the socket.
         let device = crate::devices::virtio::vsock::VsockDevice::new(vsock.cid, &vsock.uds)?;
         let name = format!("virtio-vsock cid {}", vsock.cid);
+        vm.add_virtio_device(&name, Box::new(device))?;
+    }
+    for nic in &config.net {
+        let device = crate::devices::virtio::net::Net::new(nic)?;
+        let name = device.name().to_string();
         vm.add_virtio_device(&name, Box::new(device))?;
     }
     Ok(())
@@ -446,7 +468,7 @@ pub fn run(config: &VmConfig) -> Result<ExitReason> {
         Some(rsdp),
     )?;
     boot::write_boot_params(vm.memory(), &params, &cmdline)?;
-    vm.add_legacy_devices(console_out(&config.console)?)?;
+    vm.add_legacy_devices(console_out(&config.console, config.console_limit)?)?;
     vm.create_vcpus(config.cpus, Some(kernel.entry.raw_value()))?;
     vm.run()
 }

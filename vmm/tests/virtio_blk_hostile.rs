@@ -7,55 +7,33 @@
 
 mod common;
 
-use common::{Driver, Rings, F_NEXT, F_WRITE};
+use common::{Layout, F_NEXT, F_WRITE};
+use runv_vmm::devices::virtio::block::{Block, BlockConfig};
+use runv_vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 use vm_memory::{Bytes, GuestAddress};
-use vmm::devices::virtio::block::{Block, BlockConfig};
-use vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 
-const MEM: usize = 0x10_0000;
-/// The one queue's descriptor table, avail and used ring at 0x1000, 0x2000, 0x3000.
-const RINGS: Rings = Rings {
-    base: 0x1000,
-    stride: 0x3000,
-};
+/// One queue: descriptor table, avail and used ring at 0x1000, 0x2000, 0x3000.
+const LAYOUT: Layout = Layout::small(1);
 const HDR: u64 = 0x1_0000;
 const DATA: u64 = 0x2_0000;
 const STATUS: u64 = 0x3_0000;
-const QSIZE: u16 = 16;
 /// The only queue.
 const Q: u16 = 0;
 
-/// The backing image, removed at the end.
-struct Image(std::path::PathBuf);
+/// Keeps the directory of the backing image until the end.
+type Guest = common::Guest<tempfile::TempDir>;
 
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-type Guest = common::Guest<Image>;
-
-impl Guest {
-    /// One queue of QSIZE, initialised by [`Driver::init`].
-    fn new() -> Guest {
-        let image = std::env::temp_dir().join(format!("runv-hostile-{}.img", std::process::id()));
+/// virtio-blk on a 64 KiB image, initialised by [`common::Driver::init`].
+fn guest() -> Guest {
+    Guest::in_temp_dir("virtio-blk hostile", LAYOUT, |dir| {
+        let image = dir.join("disk.img");
         std::fs::write(&image, vec![0x5a; 64 * 1024]).unwrap();
         let cfg: BlockConfig = format!("path={}", image.display()).parse().unwrap();
-        let d = Driver::new(
-            "virtio-blk hostile",
-            Box::new(Block::new(&cfg).unwrap()),
-            MEM,
-            RINGS,
-            1,
-            QSIZE,
-        );
-        Guest {
-            d,
-            res: Image(image),
-        }
-    }
+        Box::new(Block::new(&cfg).unwrap())
+    })
+}
 
+impl Guest {
     /// A good 512-byte read of sector 1 as chain 0-1-2; returns the status byte.
     fn good_read(&mut self) -> u8 {
         self.mem.write_obj(0u32, GuestAddress(HDR)).unwrap();
@@ -64,16 +42,14 @@ impl Guest {
         self.desc(Q, 0, HDR, 16, F_NEXT, 1);
         self.desc(Q, 1, DATA, 512, F_NEXT | F_WRITE, 2);
         self.desc(Q, 2, STATUS, 1, F_WRITE, 0);
-        let want = self.used_idx(Q).wrapping_add(1);
-        self.submit(Q, 0);
-        assert!(self.wait(Q, want), "good request served");
+        assert!(self.submit_and_wait(Q, 0), "good request served");
         self.mem.read_obj(GuestAddress(STATUS)).unwrap()
     }
 }
 
 #[test]
 fn hostile_rings_never_take_the_device_or_the_vmm_down() {
-    let mut g = Guest::new();
+    let mut g = guest();
     // Notifications and garbage before any set-up.
     for v in [0, 1, 7, u32::MAX] {
         g.wr(QUEUE_NOTIFY, v);
@@ -91,7 +67,7 @@ fn hostile_rings_never_take_the_device_or_the_vmm_down() {
         // data outside guest memory, huge length
         vec![
             (HDR, 16, F_NEXT, 1),
-            (MEM as u64 - 100, u32::MAX - 64, F_NEXT | F_WRITE, 2),
+            (LAYOUT.mem as u64 - 100, u32::MAX - 64, F_NEXT | F_WRITE, 2),
             (STATUS, 1, F_WRITE, 0),
         ],
         // wrong directions everywhere
@@ -112,12 +88,8 @@ fn hostile_rings_never_take_the_device_or_the_vmm_down() {
         vec![(u64::MAX - 4, 16, F_NEXT, 1), (STATUS, 1, F_WRITE, 0)],
     ];
     for chain in &cases {
-        for (i, &(addr, len, flags, next)) in chain.iter().enumerate() {
-            g.desc(Q, i as u16, addr, len, flags, next);
-        }
-        let want = g.used_idx(Q).wrapping_add(1);
-        g.submit(Q, 0);
-        assert!(g.wait(Q, want), "bad chain {chain:x?} was answered");
+        g.chain(Q, 0, chain);
+        assert!(g.submit_and_wait(Q, 0), "bad chain {chain:x?} was answered");
         assert_eq!(g.good_read(), 0, "still serving after {chain:x?}");
     }
 
@@ -126,11 +98,7 @@ fn hostile_rings_never_take_the_device_or_the_vmm_down() {
     for hostile in ["head index beyond the queue", "avail index far ahead"] {
         match hostile {
             "head index beyond the queue" => g.submit(Q, 200),
-            _ => {
-                let far = g.avail_idx[usize::from(Q)].wrapping_add(1000);
-                g.mem.write_obj(far, GuestAddress(g.avail(Q) + 2)).unwrap();
-                g.wr(QUEUE_NOTIFY, u32::from(Q));
-            }
+            _ => g.runaway_avail_index(Q),
         }
         g.wait_needs_reset(&format!("{hostile}: no DEVICE_NEEDS_RESET"));
         g.init();

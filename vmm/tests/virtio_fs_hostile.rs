@@ -9,24 +9,25 @@ mod common;
 
 use std::mem::size_of;
 
-use common::{Driver, Rings, F_NEXT, F_WRITE};
+use common::{Layout, F_INDIRECT, F_NEXT, F_WRITE};
 use fuse_backend_rs::abi::fuse_abi::{InHeader, InitIn, Opcode, OutHeader, KERNEL_VERSION};
+use runv_vmm::devices::virtio::fs::{Fs, FsConfig};
+use runv_vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 use vm_memory::{ByteValued, Bytes, GuestAddress};
-use vmm::devices::virtio::fs::{Fs, FsConfig};
-use vmm::devices::virtio::mmio::QUEUE_NOTIFY;
 use vmm_sys_util::tempdir::TempDir;
 
-const MEM: usize = 0x40_0000;
-const QSIZE: u16 = 16;
-/// Rings of queue q at 0x1_0000 + q * 0x4000: descriptors, then avail, then used.
-const RINGS: Rings = Rings {
+/// Both queues (hiprio and requests), rings of queue q at 0x1_0000 + q * 0x4000:
+/// descriptors, then avail, then used.
+const LAYOUT: Layout = Layout {
+    mem: 0x40_0000,
     base: 0x1_0000,
     stride: 0x4000,
+    queues: 2,
+    qsize: 16,
 };
 const REQ: u64 = 0x10_0000;
 const REPLY: u64 = 0x20_0000;
 const REPLY_LEN: u32 = 0x1_0000;
-const F_INDIRECT: u16 = 4;
 /// The request queue (0 is hiprio).
 const REQUEST_Q: u16 = 1;
 
@@ -38,31 +39,22 @@ struct Share {
 
 type Guest = common::Guest<Share>;
 
-impl Guest {
-    /// Both queues (hiprio and requests) of QSIZE, initialised by [`Driver::init`].
-    fn new() -> Guest {
-        let dir = TempDir::new_with_prefix("/tmp/runv-fs-hostile-").unwrap();
-        std::fs::write(dir.as_path().join("file"), b"data").unwrap();
-        let cfg: FsConfig = format!("tag=hostile,path={}", dir.as_path().display())
-            .parse()
-            .unwrap();
-        let d = Driver::new(
-            "virtio-fs hostile",
-            Box::new(Fs::new(&cfg).unwrap()),
-            MEM,
-            RINGS,
-            2,
-            QSIZE,
-        );
-        Guest {
-            d,
-            res: Share {
-                unique: 0,
-                _dir: dir,
-            },
-        }
-    }
+/// virtio-fs sharing a directory with one file, initialised by [`common::Driver::init`].
+fn guest() -> Guest {
+    let dir = TempDir::new_with_prefix("/tmp/runv-fs-hostile-").unwrap();
+    std::fs::write(dir.as_path().join("file"), b"data").unwrap();
+    let cfg: FsConfig = format!("tag=hostile,path={}", dir.as_path().display())
+        .parse()
+        .unwrap();
+    let share = Share {
+        unique: 0,
+        _dir: dir,
+    };
+    let device = Box::new(Fs::new(&cfg).unwrap());
+    Guest::new("virtio-fs hostile", device, LAYOUT, share)
+}
 
+impl Guest {
     /// A good FUSE INIT on the request queue; returns the reply's error field.
     fn good_init(&mut self) -> i32 {
         self.res.unique += 1;
@@ -83,9 +75,7 @@ impl Guest {
         self.mem.write_slice(&req, GuestAddress(REQ)).unwrap();
         self.desc(REQUEST_Q, 0, REQ, req.len() as u32, F_NEXT, 1);
         self.desc(REQUEST_Q, 1, REPLY, REPLY_LEN, F_WRITE, 0);
-        let want = self.used_idx(REQUEST_Q).wrapping_add(1);
-        self.submit(REQUEST_Q, 0);
-        assert!(self.wait(REQUEST_Q, want), "good INIT served");
+        assert!(self.submit_and_wait(REQUEST_Q, 0), "good INIT served");
         let out: OutHeader = self.mem.read_obj(GuestAddress(REPLY)).unwrap();
         assert_eq!(out.unique, self.res.unique);
         out.error
@@ -94,7 +84,7 @@ impl Guest {
 
 #[test]
 fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
-    let mut g = Guest::new();
+    let mut g = guest();
     // Notifications and register garbage before any set-up.
     for v in [0, 1, 2, 7, u32::MAX] {
         g.wr(QUEUE_NOTIFY, v);
@@ -127,7 +117,7 @@ fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
         // reply outside guest memory, huge length
         vec![
             (REQ, req_len, F_NEXT, 1),
-            (MEM as u64 - 100, u32::MAX - 64, F_WRITE, 0),
+            (LAYOUT.mem as u64 - 100, u32::MAX - 64, F_WRITE, 0),
         ],
         // request at the top of the address space
         vec![
@@ -156,14 +146,9 @@ fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
     for q in [0, REQUEST_Q] {
         for chain in &cases {
             // The chain lives at descriptors 4.. so the good request (0-1) can follow.
-            for (i, &(addr, len, flags, next)) in chain.iter().enumerate() {
-                let next = if next < QSIZE { next + 4 } else { next };
-                g.desc(q, 4 + i as u16, addr, len, flags, next);
-            }
-            let want = g.used_idx(q).wrapping_add(1);
-            g.submit(q, 4);
+            g.chain(q, 4, chain);
             assert!(
-                g.wait(q, want),
+                g.submit_and_wait(q, 4),
                 "queue {q}: bad chain {chain:x?} was answered"
             );
             assert_eq!(
@@ -179,13 +164,7 @@ fn hostile_rings_and_messages_never_take_virtio_fs_or_the_vmm_down() {
     for hostile in ["head index beyond the queue", "avail index far ahead"] {
         match hostile {
             "head index beyond the queue" => g.submit(REQUEST_Q, 200),
-            _ => {
-                let far = g.avail_idx[usize::from(REQUEST_Q)].wrapping_add(1000);
-                g.mem
-                    .write_obj(far, GuestAddress(g.avail(REQUEST_Q) + 2))
-                    .unwrap();
-                g.wr(QUEUE_NOTIFY, u32::from(REQUEST_Q));
-            }
+            _ => g.runaway_avail_index(REQUEST_Q),
         }
         g.wait_needs_reset(&format!("{hostile}: no DEVICE_NEEDS_RESET"));
         g.init();

@@ -25,18 +25,21 @@
 //! complete (vsock: a guest connect that reaches a host listener; fs: FUSE_INIT; blk: a
 //! sector read).
 
-use kvm_ioctls::Kvm;
+mod common;
+
+use common::{kvm_vm, reg, vsock_hdr, F_INDIRECT, F_NEXT, F_WRITE, NEEDS_RESET, READY};
+use runv_vmm::devices::serial::ConsoleOut;
+use runv_vmm::devices::virtio::block::{Block, BlockConfig};
+use runv_vmm::devices::virtio::fs::{Fs, FsConfig};
+use runv_vmm::devices::virtio::mmio::{CONFIG_SPACE as CONFIG, QUEUE_NOTIFY};
+use runv_vmm::devices::virtio::vsock::{Op, VsockDevice};
+use runv_vmm::devices::virtio::VirtioDevice;
+use runv_vmm::vm::Vm;
+use runv_vmm::ExitReason;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
-use vmm::devices::serial::ConsoleOut;
-use vmm::devices::virtio::block::{Block, BlockConfig};
-use vmm::devices::virtio::fs::{Fs, FsConfig};
-use vmm::devices::virtio::vsock::VsockDevice;
-use vmm::devices::virtio::VirtioDevice;
-use vmm::vm::Vm;
-use vmm::ExitReason;
 
 const CODE_ADDR: u64 = 0x1000;
 
@@ -71,13 +74,13 @@ const HOSTILE_BLK: &[u8] = &[
 ];
 
 #[test]
-fn hostile_real_mode_driver_cannot_break_the_vmm() {
+#[ignore = "needs /dev/kvm: a real-mode guest drives virtio-blk through MMIO exits"]
+fn kvm_hostile_real_mode_driver_cannot_break_the_vmm() {
     let image = std::env::temp_dir().join(format!("runv-guest-hostile-{}.img", std::process::id()));
     std::fs::write(&image, vec![0u8; 64 * 1024]).unwrap();
     let cfg: BlockConfig = format!("path={}", image.display()).parse().unwrap();
 
-    let kvm = Kvm::new().expect("open /dev/kvm (these tests need KVM)");
-    let mut vm = Vm::new(kvm, 64).unwrap();
+    let mut vm = kvm_vm(64);
     vm.memory()
         .write_slice(HOSTILE_BLK, GuestAddress(CODE_ADDR))
         .unwrap();
@@ -100,20 +103,7 @@ fn hostile_real_mode_driver_cannot_break_the_vmm() {
 /// Starts vCPU 0 at [`CODE_ADDR`] in real mode with a 4 GiB DS limit ("unreal mode"), so
 /// the guest reaches the device windows at 0xd000_0000.
 fn unreal_mode(vm: &Vm) {
-    let fd = vm.vcpu_fd(0).unwrap();
-    let mut sregs = fd.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    sregs.ds.limit = 0xffff_ffff;
-    sregs.ds.g = 1;
-    fd.set_sregs(&sregs).unwrap();
-    let mut regs = fd.get_regs().unwrap();
-    regs.rip = CODE_ADDR;
-    regs.rflags = 2;
-    regs.rsp = 0x8000 - 0x100;
-    fd.set_regs(&regs).unwrap();
+    common::unreal_mode(vm.vcpu_fd(0).unwrap(), CODE_ADDR, 0x8000 - 0x100);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -144,30 +134,8 @@ const MEM_MIB: u64 = 64;
 const RAM_END: u64 = MEM_MIB << 20;
 const WINDOW: u64 = 0xd000_0000;
 
-/// virtio-mmio registers.
-const MAGIC: u64 = 0x00;
-const DEVICE_ID: u64 = 0x08;
-const DRIVER_FEATURES: u64 = 0x20;
-const DRIVER_FEATURES_SEL: u64 = 0x24;
-const QUEUE_SEL: u64 = 0x30;
-const QUEUE_NUM_MAX: u64 = 0x34;
-const QUEUE_NUM: u64 = 0x38;
-const QUEUE_READY: u64 = 0x44;
-const QUEUE_NOTIFY: u64 = 0x50;
-const INTERRUPT_ACK: u64 = 0x64;
-const STATUS: u64 = 0x70;
-const QUEUE_DESC: u64 = 0x80;
-const QUEUE_DRIVER: u64 = 0x90;
-const QUEUE_DEVICE: u64 = 0xa0;
-const CONFIG: u64 = 0x100;
-const NEEDS_RESET: u32 = 0x40;
-const READY: u32 = 15;
-
 /// Every queue the driver sets up has this size; descriptors 13..16 are the good request's.
 const QSIZE: u16 = 16;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-const F_INDIRECT: u16 = 4;
 /// Scratch buffer the hostile descriptors point at, the good request and its reply.
 const JUNK: u64 = 0x20_0000;
 const GOOD_REQ: u64 = 0x30_0000;
@@ -241,35 +209,35 @@ impl Script {
         self.expect(self.base + off, what, check);
     }
     fn status_is(&mut self, what: &str, want: u32) {
-        self.expect_reg(STATUS, what, move |v| v == want);
+        self.expect_reg(reg::STATUS, what, move |v| v == want);
     }
     fn needs_reset(&mut self, what: &str) {
-        self.expect_reg(STATUS, what, |v| v & NEEDS_RESET != 0);
+        self.expect_reg(reg::STATUS, what, |v| v & NEEDS_RESET != 0);
     }
 
     /// Reset, ACKNOWLEDGE, DRIVER, VIRTIO_F_VERSION_1, FEATURES_OK.
     fn init(&mut self) {
         for s in [0, 1, 3] {
-            self.reg(STATUS, s);
+            self.reg(reg::STATUS, s);
         }
-        self.reg(DRIVER_FEATURES_SEL, 1);
-        self.reg(DRIVER_FEATURES, 1);
-        self.reg(DRIVER_FEATURES_SEL, 0);
-        self.reg(DRIVER_FEATURES, 0);
-        self.reg(STATUS, 11);
+        self.reg(reg::DRIVER_FEATURES_SEL, 1);
+        self.reg(reg::DRIVER_FEATURES, 1);
+        self.reg(reg::DRIVER_FEATURES_SEL, 0);
+        self.reg(reg::DRIVER_FEATURES, 0);
+        self.reg(reg::STATUS, 11);
     }
     fn queue(&mut self, q: u32, num: u32, desc: u64, driver: u64, device: u64) {
-        self.reg(QUEUE_SEL, q);
-        self.reg(QUEUE_NUM, num);
+        self.reg(reg::QUEUE_SEL, q);
+        self.reg(reg::QUEUE_NUM, num);
         for (reg, addr) in [
-            (QUEUE_DESC, desc),
-            (QUEUE_DRIVER, driver),
-            (QUEUE_DEVICE, device),
+            (reg::QUEUE_DESC_LOW, desc),
+            (reg::QUEUE_DRIVER_LOW, driver),
+            (reg::QUEUE_DEVICE_LOW, device),
         ] {
             self.reg(reg, addr as u32);
             self.reg(reg + 4, (addr >> 32) as u32);
         }
-        self.reg(QUEUE_READY, 1);
+        self.reg(reg::QUEUE_READY, 1);
     }
     /// A full, valid set-up of every queue with empty rings, then DRIVER_OK.
     fn setup(&mut self, what: &str) {
@@ -286,7 +254,7 @@ impl Script {
                 used_ring(q),
             );
         }
-        self.reg(STATUS, READY);
+        self.reg(reg::STATUS, READY);
         self.status_is(what, READY);
     }
     fn desc(&mut self, q: u32, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -395,15 +363,19 @@ struct Target {
 fn hostile_script(t: &Target) -> Script {
     let mut s = Script::new(WINDOW, t.queues);
     let n = t.queues;
-    s.expect_reg(MAGIC, "MagicValue", |v| v == 0x7472_6976);
+    s.expect_reg(reg::MAGIC, "MagicValue", |v| v == 0x7472_6976);
     let id = t.device_id;
-    s.expect_reg(DEVICE_ID, "DeviceID", move |v| v == id);
-    s.reg(QUEUE_SEL, n);
-    s.expect_reg(QUEUE_NUM_MAX, "QueueNumMax of a queue past the last", |v| {
+    s.expect_reg(reg::DEVICE_ID, "DeviceID", move |v| v == id);
+    s.reg(reg::QUEUE_SEL, n);
+    s.expect_reg(
+        reg::QUEUE_NUM_MAX,
+        "QueueNumMax of a queue past the last",
+        |v| v == 0,
+    );
+    s.reg(reg::QUEUE_SEL, u32::MAX);
+    s.expect_reg(reg::QUEUE_NUM_MAX, "QueueNumMax of queue 0xffffffff", |v| {
         v == 0
     });
-    s.reg(QUEUE_SEL, u32::MAX);
-    s.expect_reg(QUEUE_NUM_MAX, "QueueNumMax of queue 0xffffffff", |v| v == 0);
 
     // Before any set-up: notifications (through the ioeventfds and, for values no
     // ioeventfd matches, through an MMIO exit), DRIVER_OK out of order, queue registers,
@@ -411,19 +383,19 @@ fn hostile_script(t: &Target) -> Script {
     for q in (0..=n).chain([0x1_0000, u32::MAX]) {
         s.notify(q);
     }
-    s.reg(STATUS, 4);
+    s.reg(reg::STATUS, 4);
     s.status_is("status after DRIVER_OK out of order", 0);
     s.queue(0, 8, 0x1234, 0x5678, 0x9abc);
-    s.reg(INTERRUPT_ACK, u32::MAX);
+    s.reg(reg::INTERRUPT_ACK, u32::MAX);
     s.reg(CONFIG, u32::MAX);
     s.reg(CONFIG + 0xefc, u32::MAX);
-    s.reg(STATUS, 1);
-    s.reg(STATUS, 3);
-    s.reg(STATUS, 7);
+    s.reg(reg::STATUS, 1);
+    s.reg(reg::STATUS, 3);
+    s.reg(reg::STATUS, 7);
     s.status_is("status after DRIVER_OK before FEATURES_OK", 3);
     // No VIRTIO_F_VERSION_1: FEATURES_OK must stay clear.
-    s.reg(DRIVER_FEATURES, u32::MAX);
-    s.reg(STATUS, 11);
+    s.reg(reg::DRIVER_FEATURES, u32::MAX);
+    s.reg(reg::STATUS, 11);
     s.status_is("status after FEATURES_OK without VERSION_1", 3);
     // A flood of notifications (each unmatched one is an MMIO exit and a rate-limited
     // log line in the VMM; nothing may reach a queue).
@@ -470,20 +442,20 @@ fn hostile_script(t: &Target) -> Script {
     for (what, num, desc, driver, device) in bad {
         s.init();
         s.queue(0, num, desc, driver, device);
-        s.reg(STATUS, READY);
+        s.reg(reg::STATUS, READY);
         s.needs_reset(&format!("DRIVER_OK with {what}"));
         // Queue registers of a broken device, DRIVER_OK again: ignored.
         s.queue(0, 16, a, a + 0x4000, a + 0x8000);
-        s.reg(STATUS, READY);
+        s.reg(reg::STATUS, READY);
         s.needs_reset(&format!("{what}: a second DRIVER_OK"));
     }
 
     // A valid set-up; the registers of a queue that does not exist are ignored.
     s.init();
-    s.reg(QUEUE_SEL, u32::MAX);
-    s.reg(QUEUE_NUM, 1);
-    s.reg(QUEUE_READY, 1);
-    s.reg(STATUS, 0);
+    s.reg(reg::QUEUE_SEL, u32::MAX);
+    s.reg(reg::QUEUE_NUM, 1);
+    s.reg(reg::QUEUE_READY, 1);
+    s.reg(reg::STATUS, 0);
     s.setup("status after a valid set-up");
     for q in (0..=n).chain([u32::MAX]) {
         s.notify(q); // empty rings
@@ -509,17 +481,17 @@ fn hostile_script(t: &Target) -> Script {
     s.w16(avail_ring(q) + 2, idx);
     s.notify(q);
     s.poll(
-        s.base + STATUS,
+        s.base + reg::STATUS,
         NEEDS_RESET,
         NEEDS_RESET,
         "status after an avail index 0x8000 ahead",
     );
-    s.reg(STATUS, READY);
+    s.reg(reg::STATUS, READY);
     s.notify(q);
     s.needs_reset("status after DRIVER_OK and a notification on a broken device");
 
     // Reset; avail-ring entries naming no descriptor, then a good request.
-    s.reg(STATUS, 0);
+    s.reg(reg::STATUS, 0);
     s.setup("status after the reset that follows the corrupt ring");
     s.publish(q, &[QSIZE, 0xffff]);
     match t.bad_head {
@@ -530,19 +502,19 @@ fn hostile_script(t: &Target) -> Script {
         BadHead::NeedsReset => {
             s.notify(q);
             s.poll(
-                s.base + STATUS,
+                s.base + reg::STATUS,
                 NEEDS_RESET,
                 NEEDS_RESET,
                 "status after bad heads",
             );
-            s.reg(STATUS, 0);
+            s.reg(reg::STATUS, 0);
             s.setup("status after the reset that follows bad heads");
             (t.good)(&mut s, "after bad heads and a reset", 0);
         }
     }
 
     // Finally a clean device: a good request after everything.
-    s.reg(STATUS, 0);
+    s.reg(reg::STATUS, 0);
     s.setup("status of the final set-up");
     (t.good)(&mut s, "final", 1);
     s.status_is("final status", READY);
@@ -566,17 +538,7 @@ fn vsock_good(s: &mut Script, what: &str, round: u32) {
     rx_heads.push(13);
     s.publish(RX, &rx_heads);
     s.notify(RX);
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&3u64.to_le_bytes()); // src_cid
-    hdr.extend_from_slice(&2u64.to_le_bytes()); // dst_cid: the host
-    hdr.extend_from_slice(&(1000 + round).to_le_bytes()); // src_port
-    hdr.extend_from_slice(&VSOCK_PORT.to_le_bytes()); // dst_port
-    hdr.extend_from_slice(&0u32.to_le_bytes()); // len
-    hdr.extend_from_slice(&1u16.to_le_bytes()); // type: stream
-    hdr.extend_from_slice(&1u16.to_le_bytes()); // op: REQUEST
-    hdr.extend_from_slice(&0u32.to_le_bytes()); // flags
-    hdr.extend_from_slice(&65536u32.to_le_bytes()); // buf_alloc
-    hdr.extend_from_slice(&0u32.to_le_bytes()); // fwd_cnt
+    let hdr = vsock_hdr(Op::Request, 1000 + round, VSOCK_PORT, 0, 65536);
     s.bytes(GOOD_REQ, &hdr);
     s.desc(TX, 13, GOOD_REQ, 44, 0, 0);
     s.publish(TX, &[13]);
@@ -667,8 +629,7 @@ fn run_script(
 ) -> (ExitReason, Vec<u32>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let kvm = Kvm::new().expect("open /dev/kvm (these tests need KVM)");
-        let mut vm = Vm::new(kvm, MEM_MIB).unwrap();
+        let mut vm = kvm_vm(MEM_MIB);
         let mem = vm.memory().clone();
         mem.write_slice(SCRIPT_RUNNER, GuestAddress(CODE_ADDR))
             .unwrap();
@@ -718,7 +679,8 @@ fn run_hostile(t: &Target, device: Box<dyn VirtioDevice>) {
 }
 
 #[test]
-fn hostile_guest_driver_cannot_break_virtio_vsock() {
+#[ignore = "needs /dev/kvm: a guest script drives virtio-vsock through MMIO exits"]
+fn kvm_hostile_guest_driver_cannot_break_virtio_vsock() {
     let uds = std::env::temp_dir().join(format!("runv-guest-vsock-{}.sock", std::process::id()));
     let port = PathBuf::from(format!("{}_{VSOCK_PORT}", uds.display()));
     let _ = std::fs::remove_file(&port);
@@ -743,7 +705,8 @@ fn hostile_guest_driver_cannot_break_virtio_vsock() {
 }
 
 #[test]
-fn hostile_guest_driver_cannot_break_virtio_fs() {
+#[ignore = "needs /dev/kvm: a guest script drives virtio-fs through MMIO exits"]
+fn kvm_hostile_guest_driver_cannot_break_virtio_fs() {
     let dir = std::env::temp_dir().join(format!("runv-guest-fs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg: FsConfig = format!("tag=hostile,path={}", dir.display())
@@ -763,7 +726,8 @@ fn hostile_guest_driver_cannot_break_virtio_fs() {
 }
 
 #[test]
-fn hostile_guest_driver_cannot_break_virtio_blk() {
+#[ignore = "needs /dev/kvm: a guest script drives virtio-blk through MMIO exits"]
+fn kvm_hostile_guest_driver_cannot_break_virtio_blk() {
     let image = std::env::temp_dir().join(format!("runv-guest-script-{}.img", std::process::id()));
     let mut bytes = vec![0u8; 64 * 1024];
     bytes[..4].copy_from_slice(&BLK_PATTERN.to_le_bytes());

@@ -58,54 +58,9 @@ pub fn raw_frame(body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A Docker-generated config.json (docker run -v ... --device ..., Docker 24),
-/// trimmed of nothing that matters for the rewrite.
-pub const DOCKER_CONFIG: &str = include_str!("testdata/docker-config.json");
-
-/// A containerd CRI app-container config.json (joins the pod's namespaces).
-pub const CRI_CONFIG: &str = include_str!("testdata/cri-config.json");
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "runv-agent-protocol-{name}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-
-    /// Creates `rel` (and its parents) as a directory.
-    pub fn dir(&self, rel: &str) -> std::path::PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    /// Creates `rel` (and its parents) as a file holding `content`.
-    pub fn file(&self, rel: &str, content: &str) -> std::path::PathBuf {
-        let p = self.0.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A Docker-generated config.json (docker run -v ... --device ..., Docker 24), shared
+/// with runv's spec-rewrite tests (tests/data/).
+pub const DOCKER_CONFIG: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/data/docker-config.json"
+));

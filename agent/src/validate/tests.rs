@@ -1,12 +1,12 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 
 use oci_spec::runtime::{ProcessBuilder, SpecBuilder, UserBuilder};
+use tempfile::TempDir;
 
 use super::*;
-use crate::testdir::TempDir;
 
 fn rootfs() -> TempDir {
-    let d = TempDir::new("validate");
+    let d = tempfile::tempdir().unwrap();
     let root = d.path();
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("home/user")).unwrap();

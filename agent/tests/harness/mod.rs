@@ -20,10 +20,10 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use agent_protocol::{
-    Client, ClientError, ExitStatus, Request, Response, ShareLocation, StdioPorts,
-};
 use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder};
+use runv_agent_protocol::{
+    Client, ClientError, ExitStatus, Request, Response, ShareLocation, StdioPorts, StdioToken,
+};
 
 pub const TAG: &str = "runv";
 const LIMIT: Duration = Duration::from_secs(20);
@@ -38,15 +38,18 @@ pub struct Env {
     _agent: Option<Child>,
 }
 
-static ENV: OnceLock<Option<Env>> = OnceLock::new();
+static ENV: OnceLock<Env> = OnceLock::new();
 static SANDBOX: OnceLock<()> = OnceLock::new();
 static PORT: AtomicU32 = AtomicU32::new(0);
 
-/// The environment, or `None` (test skipped) when this host cannot run containers.
-pub fn env() -> Option<&'static Env> {
+/// The agent under test. Panics with the reason when there is none to test: a host-mode
+/// agent needs root and /bin/busybox (busybox-static) for the rootfs.
+pub fn env() -> &'static Env {
     ENV.get_or_init(|| {
         if let Ok(uds) = std::env::var("RUNV_AGENT_TEST_VSOCK") {
-            let share = std::env::var("RUNV_AGENT_TEST_SHARE").expect("RUNV_AGENT_TEST_SHARE");
+            let share = std::env::var("RUNV_AGENT_TEST_SHARE").expect(
+                "RUNV_AGENT_TEST_SHARE (the guest's share directory) with RUNV_AGENT_TEST_VSOCK",
+            );
             let env = Env {
                 control: uds.into(),
                 hybrid: true,
@@ -55,12 +58,19 @@ pub fn env() -> Option<&'static Env> {
                 _agent: None,
             };
             build_rootfs(&env.share.join("rootfs"));
-            return Some(env);
+            return env;
         }
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
-            eprintln!("skipping: the agent suite needs root and /bin/busybox (busybox-static)");
-            return None;
+        if unsafe { libc::geteuid() } != 0 {
+            panic!(
+                "the agent suite runs a host-mode runv-agent, which needs root \
+                 (or RUNV_AGENT_TEST_VSOCK for a guest agent: tests/e2e/agent.sh)"
+            );
+        }
+        if !Path::new("/bin/busybox").exists() {
+            panic!(
+                "the agent suite needs /bin/busybox for its rootfs: apt-get install busybox-static"
+            );
         }
         let dir = std::env::temp_dir().join(format!("runv-agent-suite-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -95,15 +105,22 @@ pub fn env() -> Option<&'static Env> {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        Some(Env {
+        Env {
             control,
             hybrid: false,
             share,
             guest: false,
             _agent: Some(agent),
-        })
+        }
     })
-    .as_ref()
+}
+
+/// For the cases that only a guest agent can run: panics unless the suite talks to one.
+pub fn require_guest() {
+    assert!(
+        std::env::var_os("RUNV_AGENT_TEST_VSOCK").is_some(),
+        "this case needs a guest agent (RUNV_AGENT_TEST_VSOCK): run it through tests/e2e/agent.sh"
+    );
 }
 
 /// A busybox rootfs: /bin/busybox, its applet links, /etc/passwd, empty mount points.
@@ -141,7 +158,7 @@ fn build_rootfs(root: &Path) {
 }
 
 pub fn connect() -> Client<UnixStream> {
-    let e = env().unwrap();
+    let e = env();
     if e.hybrid {
         // The guest agent mounts the share once per VM (create_sandbox).
         SANDBOX.get_or_init(|| {
@@ -167,21 +184,13 @@ fn open(_: &Env) -> Client<UnixStream> {
 
 /// A stream to the agent before the handshake (through `CONNECT 1024` in guest mode).
 pub fn raw_stream() -> UnixStream {
-    let e = env().unwrap();
-    let mut s = UnixStream::connect(&e.control).expect("connecting to the agent");
+    let e = env();
     if e.hybrid {
-        s.write_all(format!("CONNECT {}\n", agent_protocol::AGENT_VSOCK_PORT).as_bytes())
-            .unwrap();
-        // Byte by byte up to the newline: nothing after it may be read away.
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while line.last() != Some(&b'\n') {
-            s.read_exact(&mut b).unwrap();
-            line.push(b[0]);
-        }
-        assert!(line.starts_with(b"OK "), "hybrid vsock answer {line:?}");
+        runv_hvsock::connect(&e.control, runv_agent_protocol::AGENT_VSOCK_PORT, LIMIT)
+            .expect("hybrid vsock connect to the agent")
+    } else {
+        UnixStream::connect(&e.control).expect("connecting to the agent")
     }
-    s
 }
 
 pub fn call(c: &mut Client<UnixStream>, r: Request) -> Result<Response, ClientError> {
@@ -260,8 +269,8 @@ pub struct Stdio {
 }
 
 fn listen(p: u32) -> (UnixListener, PathBuf) {
-    let e = env().unwrap();
-    let path = PathBuf::from(format!("{}_{p}", e.control.display()));
+    let e = env();
+    let path = runv_hvsock::port_path(&e.control, p);
     let _ = std::fs::remove_file(&path);
     (
         UnixListener::bind(&path).expect("binding a stdio socket"),
@@ -273,8 +282,13 @@ impl Stdio {
     /// Listens for the process's streams. `input`: what stdin reads, then EOF (`None`:
     /// no stdin port). `stderr`: whether to wire stderr (not with a terminal).
     pub fn new(input: Option<Vec<u8>>, stderr: bool) -> Stdio {
+        // As runv does: every stream must begin with the token (checked below).
+        let token = StdioToken::random().expect("a stdio token");
         let mut s = Stdio {
-            ports: StdioPorts::default(),
+            ports: StdioPorts {
+                token: Some(token),
+                ..StdioPorts::default()
+            },
             stdin: None,
             out: None,
             err: None,
@@ -287,6 +301,10 @@ impl Stdio {
             s.ports.stdin = Some(p);
             s.stdin = Some(std::thread::spawn(move || {
                 if let Ok((mut c, _)) = l.accept() {
+                    assert!(
+                        token.read_preamble(&mut c).expect("the stdin preamble"),
+                        "the agent's stdin stream began with another token"
+                    );
                     let _ = c.write_all(&data);
                     let _ = c.shutdown(std::net::Shutdown::Write);
                     // Hold the connection until the agent closes it (a PTY's stdin
@@ -299,6 +317,10 @@ impl Stdio {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 if let Ok((mut c, _)) = l.accept() {
+                    assert!(
+                        token.read_preamble(&mut c).expect("the output preamble"),
+                        "the agent's output stream began with another token"
+                    );
                     let _ = c.read_to_end(&mut buf);
                 }
                 buf
@@ -413,7 +435,7 @@ pub fn run(id: &str, spec: Spec, input: Option<&[u8]>) -> Outcome {
 }
 
 /// Creates `id` with `spec` and expects an error answer; returns it.
-pub fn create_error(id: &str, spec: Spec) -> agent_protocol::ErrorResponse {
+pub fn create_error(id: &str, spec: Spec) -> runv_agent_protocol::ErrorResponse {
     let mut c = connect();
     match call(
         &mut c,

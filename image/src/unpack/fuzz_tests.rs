@@ -6,35 +6,26 @@
 use super::tests::TarBuilder;
 use super::*;
 
-struct Rng(u64);
+type Rng = fastrand::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
+fn pick<'a>(rng: &mut Rng, xs: &[&'a str]) -> &'a str {
+    xs[rng.usize(..xs.len())]
 }
 
 fn random_path(rng: &mut Rng, outside: &str) -> String {
     let parts = [
         "a", "b", "..", ".", "link", "up", "abs", "x", "var", "run", outside,
     ];
-    let n = 1 + rng.next() % 4;
+    let n = rng.usize(1..=4);
     let mut p = String::new();
-    if rng.next() % 4 == 0 {
+    if rng.usize(..4) == 0 {
         p.push('/');
     }
     for i in 0..n {
         if i > 0 {
             p.push('/');
         }
-        p.push_str(rng.pick(&parts).trim_start_matches('/'));
+        p.push_str(pick(rng, &parts).trim_start_matches('/'));
     }
     p
 }
@@ -53,12 +44,12 @@ fn random_layer(rng: &mut Rng, outside: &str) -> Vec<u8> {
         "link",
         "abs/x",
     ];
-    for _ in 0..(1 + rng.next() % 12) {
+    for _ in 0..rng.usize(1..=12) {
         let path = random_path(rng, outside);
         if path.len() >= 99 {
             continue;
         }
-        match rng.next() % 7 {
+        match rng.usize(..7) {
             0 | 1 => {
                 tb.file(&path, b"pwned");
             }
@@ -66,7 +57,7 @@ fn random_layer(rng: &mut Rng, outside: &str) -> Vec<u8> {
                 tb.dir(&path);
             }
             3 | 4 => {
-                tb.symlink(&path, rng.pick(&link_targets));
+                tb.symlink(&path, pick(rng, &link_targets));
             }
             5 => {
                 let target = random_path(rng, outside);
@@ -76,7 +67,7 @@ fn random_layer(rng: &mut Rng, outside: &str) -> Vec<u8> {
             }
             _ => {
                 let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-                let wh = if rng.next() % 2 == 0 {
+                let wh = if rng.bool() {
                     ".wh..wh..opq".to_string()
                 } else {
                     format!(".wh.{name}")
@@ -97,7 +88,8 @@ fn random_layer(rng: &mut Rng, outside: &str) -> Vec<u8> {
 
 #[test]
 fn random_hostile_layers_stay_inside() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    const SEED: u64 = 0x5eed_1234_abcd_0001;
+    let mut rng = Rng::with_seed(SEED);
     let opts = UnpackOptions { privileged: false };
     for round in 0..300 {
         // Two levels above the scratch root, so that a `..` escape would show.
@@ -128,18 +120,18 @@ fn random_hostile_layers_stay_inside() {
         assert_eq!(
             names,
             vec![std::ffi::OsString::from("victim")],
-            "round {round}: outside changed"
+            "seed {SEED:#x} round {round}: outside changed"
         );
         let victim = std::fs::metadata(outside.join("victim")).unwrap();
         assert_eq!(
             (victim.len(), std::os::unix::fs::MetadataExt::nlink(&victim)),
             (1, 1),
-            "round {round}"
+            "seed {SEED:#x} round {round}"
         );
         assert_eq!(
             std::fs::read(outside.join("victim")).unwrap(),
             b"v",
-            "round {round}"
+            "seed {SEED:#x} round {round}"
         );
         let list = |p: &std::path::Path| {
             let mut v: Vec<String> = std::fs::read_dir(p)
@@ -153,14 +145,18 @@ fn random_hostile_layers_stay_inside() {
         assert_eq!(
             list(&base),
             ["outside", "rootfs"],
-            "round {round}: files next to the root"
+            "seed {SEED:#x} round {round}: files next to the root"
         );
-        assert_eq!(list(&t.path().join("l1")), ["l2"], "round {round}");
-        assert_eq!(list(t.path()), ["l1"], "round {round}");
+        assert_eq!(
+            list(&t.path().join("l1")),
+            ["l2"],
+            "seed {SEED:#x} round {round}"
+        );
+        assert_eq!(list(t.path()), ["l1"], "seed {SEED:#x} round {round}");
         for n in ["a", "b", "x", "link", "up", "abs", "victim"] {
             assert!(
                 !std::path::Path::new("/").join(n).exists(),
-                "round {round}: /{n} appeared"
+                "seed {SEED:#x} round {round}: /{n} appeared"
             );
         }
     }

@@ -1,5 +1,10 @@
 //! The kernel command line: a default tuned for a console-on-serial micro-VM, replaced by the
-//! user's line when given, with the VMM's own device entries always appended.
+//! user's line when given, extended by `--cmdline-append` words, with the VMM's own device
+//! entries always appended.
+//!
+//! This is the one definition of runv's guest kernel command line: runv passes only its
+//! extra words (`--cmdline-append`), and scripts that boot the same kernel under QEMU ask
+//! `runv-vmm --print-cmdline` for it.
 
 use super::Error;
 use crate::memory::CMDLINE_MAX_SIZE;
@@ -10,6 +15,27 @@ use linux_loader::cmdline::Cmdline;
 /// every device is virtio-mmio, `tsc=reliable` skips the clocksource watchdog.
 pub const DEFAULT_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable quiet";
+
+/// The line before the VMM's device entries: `user` (or the default) with the `append`
+/// words added to the kernel's part (before a ` -- ` that starts init's arguments).
+pub fn base_cmdline(user: Option<&str>, append: &[String]) -> String {
+    let base = user.unwrap_or(DEFAULT_CMDLINE).trim();
+    let (kernel_part, init_part) = match base.split_once(" -- ") {
+        Some((k, i)) => (k.trim(), Some(i.trim())),
+        None => (base, None),
+    };
+    let mut words: Vec<&str> = Vec::new();
+    if !kernel_part.is_empty() {
+        words.push(kernel_part);
+    }
+    words.extend(append.iter().map(|a| a.trim()).filter(|a| !a.is_empty()));
+    let mut line = words.join(" ");
+    if let Some(init) = init_part {
+        line.push_str(" -- ");
+        line.push_str(init);
+    }
+    line
+}
 
 /// Builds the final command line: `user` (or the default) followed by the VMM's device
 /// entries (`virtio_mmio.device=...` once devices exist). Fails if it does not fit the
@@ -79,6 +105,25 @@ mod tests {
     fn init_arguments_stay_last() {
         let c = build_cmdline(Some("quiet -- marker 1"), &["x=1".to_string()]).unwrap();
         assert_eq!(s(&c), "quiet x=1 -- marker 1");
+    }
+
+    #[test]
+    fn appended_words_follow_the_base_and_precede_init_arguments() {
+        assert_eq!(base_cmdline(None, &[]), DEFAULT_CMDLINE);
+        assert_eq!(
+            base_cmdline(None, &["runv.test=reboot".into()]),
+            format!("{DEFAULT_CMDLINE} runv.test=reboot")
+        );
+        assert_eq!(
+            base_cmdline(
+                Some("quiet -- marker 1"),
+                &["a=1".into(), " ".into(), "b".into()]
+            ),
+            "quiet a=1 b -- marker 1"
+        );
+        assert_eq!(base_cmdline(Some(""), &["x".into()]), "x");
+        let c = build_cmdline(Some(&base_cmdline(None, &["y=2".into()])), &["v=1".into()]);
+        assert_eq!(s(&c.unwrap()), format!("{DEFAULT_CMDLINE} y=2 v=1"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod cmdline;
 mod loader;
 mod params;
 
-pub use cmdline::{build_cmdline, DEFAULT_CMDLINE};
+pub use cmdline::{base_cmdline, build_cmdline, DEFAULT_CMDLINE};
 pub use loader::{load_initrd, load_kernel, InitrdLocation, KernelEntry};
 pub use params::{build_boot_params, write_boot_params};
 

@@ -1,6 +1,7 @@
 //! vCPU set-up (CPUID, MSRs, LAPIC, boot registers) and the vCPU threads.
 
 pub mod cpuid;
+pub mod kick;
 pub mod regs;
 pub mod vcpu;
 

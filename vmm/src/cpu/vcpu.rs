@@ -4,10 +4,13 @@
 //! Created --Start--> Running --(guest ends the VM | error | Stop)--> Stopped
 //!    \-----------------------------Stop---------------------------------/
 //! ```
-//! The VMM talks to it over a channel and kicks it out of KVM_RUN with a signal; the vCPU
-//! reports how the VM ended on the shared exit channel. Exit handling is the plain function
+//! The VMM talks to it over a channel and kicks it out of KVM_RUN with one signal
+//! ([`super::kick`]: the signal sets `kvm_run.immediate_exit`, so it is not lost even when
+//! it lands just before KVM_RUN); the vCPU reports how the VM ended on the shared exit
+//! channel. Exit handling is the plain function
 //! [`handle_exit`], which tests call directly.
 
+use super::kick::{self, Armed};
 use crate::devices::Buses;
 use crate::exit::{ExitReason, ExitSender};
 use crate::ratelimit::LogLimiter;
@@ -136,14 +139,20 @@ impl Vcpu {
         self.state
     }
 
-    /// The thread body: drives the state machine until Stopped.
+    /// The thread body: drives the state machine until Stopped. A kick (see
+    /// [`super::kick`]) received on this thread while it runs makes KVM_RUN return at once.
     pub fn run(mut self, events: Receiver<VcpuEvent>) {
+        let immediate_exit = std::ptr::addr_of_mut!(self.fd.get_kvm_run().immediate_exit);
+        // SAFETY: the byte is inside the kvm_run page of `self.fd`, mapped for as long as
+        // the fd lives; `self` (and so the fd) outlives `armed`, which is dropped at the
+        // end of this function on this thread, before `self`.
+        let armed = unsafe { kick::arm(immediate_exit) };
         while self.state != VcpuState::Stopped {
-            self.state = self.step(&events);
+            self.state = self.step(&events, &armed);
         }
     }
 
-    fn step(&mut self, events: &Receiver<VcpuEvent>) -> VcpuState {
+    fn step(&mut self, events: &Receiver<VcpuEvent>, armed: &Armed) -> VcpuState {
         match self.state {
             VcpuState::Created => match events.recv() {
                 Ok(VcpuEvent::Start) => VcpuState::Running,
@@ -156,7 +165,7 @@ impl Vcpu {
                     }
                     Ok(VcpuEvent::Start) | Err(TryRecvError::Empty) => {}
                 }
-                match self.run_once() {
+                match self.run_once(armed) {
                     Action::Continue => VcpuState::Running,
                     Action::Stop(reason) => {
                         let _ = self.exits.send(reason);
@@ -168,7 +177,7 @@ impl Vcpu {
         }
     }
 
-    fn run_once(&mut self) -> Action {
+    fn run_once(&mut self, armed: &Armed) -> Action {
         let id = self.id;
         let mut internal_error = false;
         let action = match self.fd.run() {
@@ -176,8 +185,13 @@ impl Vcpu {
                 internal_error = matches!(exit, VcpuExit::InternalError);
                 handle_exit(id, exit, &self.bus, &mut self.limiter)
             }
-            // A kick from the VMM (or any signal): look at the event channel again.
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
+            // A kick from the VMM (or any signal): re-arm KVM_RUN, then look at the event
+            // channel again.
+            Err(e) if e.errno() == libc::EINTR => {
+                armed.clear();
+                Action::Continue
+            }
+            Err(e) if e.errno() == libc::EAGAIN => Action::Continue,
             Err(e) => Action::Stop(ExitReason::Error(format!(
                 "KVM_RUN failed on vCPU {id}: {e}"
             ))),
@@ -270,7 +284,7 @@ mod tests {
     #[test]
     fn mmio_exits_reach_the_mmio_bus() {
         struct Echo(u8);
-        impl crate::devices::MmioDevice for Echo {
+        impl crate::devices::BusDevice<u64> for Echo {
             fn read(&mut self, _: u64, data: &mut [u8]) {
                 data.fill(self.0);
             }

@@ -1,93 +1,119 @@
-//! Devices: legacy ones on the port-I/O bus, virtio-mmio on the MMIO bus, and the buses.
+//! Devices: legacy ones on the port-I/O bus, virtio-mmio on the MMIO bus, and the one
+//! generic [`Bus`] both are.
 
 pub mod i8042;
 pub mod power;
 pub mod serial;
 pub mod virtio;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A device on the port-I/O bus. `offset` is relative to the device's base port.
-/// Guest-controlled: any offset and length must be handled without panicking.
-pub trait PioDevice: Send {
-    /// Guest `in`: fill `data`.
-    fn read(&mut self, offset: u16, data: &mut [u8]);
-    /// Guest `out`.
-    fn write(&mut self, offset: u16, data: &[u8]);
+/// A device on a bus with addresses of type `A`: [`PioBus`] (ports, `u16`) or [`MmioBus`]
+/// (guest physical addresses, `u64`). `offset` is relative to the device's base.
+/// Guest-controlled: any offset and length (1 to 8 bytes) must be handled without
+/// panicking.
+pub trait BusDevice<A>: Send {
+    /// Guest `in` or load: fill `data`.
+    fn read(&mut self, offset: A, data: &mut [u8]);
+    /// Guest `out` or store.
+    fn write(&mut self, offset: A, data: &[u8]);
 }
 
-/// A device on the MMIO bus. `offset` is relative to the device's base address.
-/// Guest-controlled: any offset and length (1 to 8 bytes) must be handled without panicking.
-pub trait MmioDevice: Send {
-    /// Guest load: fill `data`.
-    fn read(&mut self, offset: u64, data: &mut [u8]);
-    /// Guest store.
-    fn write(&mut self, offset: u64, data: &[u8]);
+/// An address type a [`Bus`] dispatches on.
+pub trait BusAddress:
+    Copy + Ord + Into<u64> + std::ops::Sub<Output = Self> + std::fmt::Debug + Send + 'static
+{
+    /// What the bus is called in errors: "port" or "MMIO".
+    const BUS: &'static str;
+}
+
+impl BusAddress for u16 {
+    const BUS: &'static str = "port";
+}
+
+impl BusAddress for u64 {
+    const BUS: &'static str = "MMIO";
 }
 
 /// Errors of bus set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Two devices claim the same port.
-    #[error("port range {base:#x}+{len} overlaps a device already on the bus")]
+    /// The range is empty, wraps, or overlaps a device already on the bus.
+    #[error(
+        "{bus} range {base:#x}+{len:#x} is empty, wraps or overlaps a device already on the bus"
+    )]
     Overlap {
-        /// Base port.
-        base: u16,
-        /// Ports.
-        len: u16,
-    },
-    /// Two MMIO devices claim the same addresses.
-    #[error("MMIO range {base:#x}+{len:#x} overlaps a device already on the bus or wraps")]
-    MmioOverlap {
+        /// "port" or "MMIO".
+        bus: &'static str,
         /// Base address.
         base: u64,
-        /// Length in bytes.
+        /// Length.
         len: u64,
     },
 }
 
-struct Slot {
-    base: u16,
-    len: u16,
-    device: Arc<Mutex<dyn PioDevice>>,
+struct Slot<A> {
+    base: A,
+    len: A,
+    device: Arc<Mutex<dyn BusDevice<A>>>,
 }
 
-/// Dispatches port I/O exits to devices. Built before the vCPUs start, read-only after.
-#[derive(Default)]
-pub struct PioBus {
-    slots: Vec<Slot>,
+/// Dispatches I/O exits to the devices on it, by address. Built before the vCPUs start,
+/// read-only after.
+pub struct Bus<A> {
+    slots: Vec<Slot<A>>,
 }
 
-impl PioBus {
-    /// Places `device` on ports `base..base+len`.
+/// The port-I/O bus (legacy devices).
+pub type PioBus = Bus<u16>;
+/// The MMIO bus (virtio-mmio transports).
+pub type MmioBus = Bus<u64>;
+
+impl<A> Default for Bus<A> {
+    fn default() -> Self {
+        Bus { slots: Vec::new() }
+    }
+}
+
+impl<A: BusAddress> Bus<A> {
+    /// Places `device` at `base..base+len`; refuses an empty range, one that wraps the
+    /// address space and one that overlaps a device already there.
     pub fn insert(
         &mut self,
-        base: u16,
-        len: u16,
-        device: Arc<Mutex<dyn PioDevice>>,
+        base: A,
+        len: A,
+        device: Arc<Mutex<dyn BusDevice<A>>>,
     ) -> Result<(), Error> {
-        let end = u32::from(base) + u32::from(len);
-        if len == 0
-            || self.slots.iter().any(|s| {
-                u32::from(base) < u32::from(s.base) + u32::from(s.len) && u32::from(s.base) < end
+        let (start, size) = (base.into(), len.into());
+        let overlaps = |end: u64| {
+            self.slots.iter().any(|s| {
+                let s_start: u64 = s.base.into();
+                start < s_start + s.len.into() && s_start < end
             })
-        {
-            return Err(Error::Overlap { base, len });
+        };
+        match start.checked_add(size) {
+            Some(end) if size > 0 && !overlaps(end) => {
+                self.slots.push(Slot { base, len, device });
+                Ok(())
+            }
+            _ => Err(Error::Overlap {
+                bus: A::BUS,
+                base: start,
+                len: size,
+            }),
         }
-        self.slots.push(Slot { base, len, device });
-        Ok(())
     }
 
-    fn find(&self, port: u16) -> Option<(&Slot, u16)> {
+    fn find(&self, addr: A) -> Option<(&Slot<A>, A)> {
         self.slots
             .iter()
-            .find(|s| port >= s.base && u32::from(port) < u32::from(s.base) + u32::from(s.len))
-            .map(|s| (s, port - s.base))
+            .find(|s| addr >= s.base && addr - s.base < s.len)
+            .map(|s| (s, addr - s.base))
     }
 
-    /// Guest `in` from `port`; returns false when no device is there.
-    pub fn read(&self, port: u16, data: &mut [u8]) -> bool {
-        match self.find(port) {
+    /// Guest read from `addr`; returns false when no device is there.
+    pub fn read(&self, addr: A, data: &mut [u8]) -> bool {
+        match self.find(addr) {
             Some((slot, offset)) => {
                 lock(&slot.device).read(offset, data);
                 true
@@ -96,76 +122,11 @@ impl PioBus {
         }
     }
 
-    /// Guest `out` to `port`; returns false when no device is there.
-    pub fn write(&self, port: u16, data: &[u8]) -> bool {
-        match self.find(port) {
+    /// Guest write to `addr`; returns false when no device is there.
+    pub fn write(&self, addr: A, data: &[u8]) -> bool {
+        match self.find(addr) {
             Some((slot, offset)) => {
                 lock(&slot.device).write(offset, data);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-struct MmioSlot {
-    base: u64,
-    len: u64,
-    device: Arc<Mutex<dyn MmioDevice>>,
-}
-
-/// Dispatches MMIO exits to devices (virtio-mmio transports). Built before the vCPUs
-/// start, read-only after.
-#[derive(Default)]
-pub struct MmioBus {
-    slots: Vec<MmioSlot>,
-}
-
-impl MmioBus {
-    /// Places `device` at `base..base+len`.
-    pub fn insert(
-        &mut self,
-        base: u64,
-        len: u64,
-        device: Arc<Mutex<dyn MmioDevice>>,
-    ) -> Result<(), Error> {
-        let overlap = |end: u64| {
-            self.slots
-                .iter()
-                .any(|s| base < s.base + s.len && s.base < end)
-        };
-        match base.checked_add(len) {
-            Some(end) if len > 0 && !overlap(end) => {
-                self.slots.push(MmioSlot { base, len, device });
-                Ok(())
-            }
-            _ => Err(Error::MmioOverlap { base, len }),
-        }
-    }
-
-    fn find(&self, addr: u64) -> Option<(&MmioSlot, u64)> {
-        self.slots
-            .iter()
-            .find(|s| addr >= s.base && addr - s.base < s.len)
-            .map(|s| (s, addr - s.base))
-    }
-
-    /// Guest load from `addr`; returns false when no device is there.
-    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.find(addr) {
-            Some((slot, offset)) => {
-                lock_mmio(&slot.device).read(offset, data);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Guest store to `addr`; returns false when no device is there.
-    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        match self.find(addr) {
-            Some((slot, offset)) => {
-                lock_mmio(&slot.device).write(offset, data);
                 true
             }
             None => false,
@@ -182,17 +143,11 @@ pub struct Buses {
     pub mmio: MmioBus,
 }
 
-fn lock_mmio<'a>(
-    device: &'a Mutex<dyn MmioDevice + 'static>,
-) -> std::sync::MutexGuard<'a, dyn MmioDevice + 'static> {
-    device.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Locks a device; a device whose lock was poisoned by a panicking vCPU thread is still
 /// usable (its state is plain data), so the VMM keeps serving.
-fn lock<'a>(
-    device: &'a Mutex<dyn PioDevice + 'static>,
-) -> std::sync::MutexGuard<'a, dyn PioDevice + 'static> {
+fn lock<'a, A>(
+    device: &'a Mutex<dyn BusDevice<A> + 'static>,
+) -> MutexGuard<'a, dyn BusDevice<A> + 'static> {
     device.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -200,20 +155,24 @@ fn lock<'a>(
 mod tests {
     use super::*;
 
-    #[derive(Default)]
-    struct Recorder(Vec<(u16, Vec<u8>)>);
-    impl PioDevice for Recorder {
-        fn read(&mut self, offset: u16, data: &mut [u8]) {
-            data.fill(offset as u8);
+    /// Reads return the low byte of the offset; writes are recorded.
+    struct Recorder<A>(Vec<(A, Vec<u8>)>);
+    impl<A: BusAddress> BusDevice<A> for Recorder<A> {
+        fn read(&mut self, offset: A, data: &mut [u8]) {
+            data.fill(offset.into() as u8);
         }
-        fn write(&mut self, offset: u16, data: &[u8]) {
+        fn write(&mut self, offset: A, data: &[u8]) {
             self.0.push((offset, data.to_vec()));
         }
     }
 
+    fn recorder<A: BusAddress>() -> Arc<Mutex<Recorder<A>>> {
+        Arc::new(Mutex::new(Recorder(Vec::new())))
+    }
+
     #[test]
-    fn dispatches_by_port_with_offsets() {
-        let dev = Arc::new(Mutex::new(Recorder::default()));
+    fn port_bus_dispatches_by_port_with_offsets() {
+        let dev = recorder();
         let mut bus = PioBus::default();
         bus.insert(0x3f8, 8, dev.clone()).unwrap();
         let mut b = [0u8; 1];
@@ -225,38 +184,18 @@ mod tests {
         assert_eq!(dev.lock().unwrap().0, vec![(7, vec![9])]);
     }
 
-    #[derive(Default)]
-    struct MmioRecorder(Vec<(u64, Vec<u8>)>);
-    impl MmioDevice for MmioRecorder {
-        fn read(&mut self, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8);
-        }
-        fn write(&mut self, offset: u64, data: &[u8]) {
-            self.0.push((offset, data.to_vec()));
-        }
-    }
-
     #[test]
     fn mmio_bus_dispatches_by_address_and_refuses_overlaps() {
-        let dev = Arc::new(Mutex::new(MmioRecorder::default()));
+        let dev = recorder();
         let mut bus = MmioBus::default();
         bus.insert(0xd000_0000, 0x1000, dev.clone()).unwrap();
-        bus.insert(
-            0xd000_1000,
-            0x1000,
-            Arc::new(Mutex::new(MmioRecorder::default())),
-        )
-        .unwrap();
-        assert!(bus
-            .insert(
-                0xd000_0800,
-                0x1000,
-                Arc::new(Mutex::new(MmioRecorder::default()))
-            )
-            .is_err());
-        assert!(bus
-            .insert(u64::MAX, 2, Arc::new(Mutex::new(MmioRecorder::default())))
-            .is_err());
+        bus.insert(0xd000_1000, 0x1000, recorder()).unwrap();
+        let e = bus.insert(0xd000_0800, 0x1000, recorder()).unwrap_err();
+        assert!(
+            e.to_string().contains("MMIO range 0xd0000800+0x1000"),
+            "{e}"
+        );
+        assert!(bus.insert(u64::MAX, 2, recorder()).is_err(), "wraps");
         let mut b = [0u8; 4];
         assert!(bus.read(0xd000_0070, &mut b));
         assert_eq!(b, [0x70; 4]);
@@ -267,18 +206,16 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_or_empty_ranges_are_refused() {
+    fn overlapping_or_empty_port_ranges_are_refused() {
         let mut bus = PioBus::default();
-        bus.insert(0x60, 5, Arc::new(Mutex::new(Recorder::default())))
-            .unwrap();
-        assert!(bus
-            .insert(0x64, 1, Arc::new(Mutex::new(Recorder::default())))
-            .is_err());
-        assert!(bus
-            .insert(0x10, 0, Arc::new(Mutex::new(Recorder::default())))
-            .is_err());
-        assert!(bus
-            .insert(0xffff, 1, Arc::new(Mutex::new(Recorder::default())))
-            .is_ok());
+        bus.insert(0x60, 5, recorder()).unwrap();
+        let e = bus.insert(0x64, 1, recorder()).unwrap_err();
+        assert!(e.to_string().contains("port range 0x64+0x1"), "{e}");
+        assert!(bus.insert(0x10, 0, recorder()).is_err());
+        // The last port is a range of its own, however its length runs past 0xffff.
+        bus.insert(0xffff, 1, recorder()).unwrap();
+        let mut b = [0u8; 1];
+        assert!(bus.read(0xffff, &mut b));
+        assert_eq!(b, [0]);
     }
 }

@@ -6,12 +6,16 @@
 //! answers that come back out of order. An answer to a frame whose id could not be
 //! read carries `"id": null`.
 
+mod network;
 mod request;
 mod response;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use network::{
+    format_mac, parse_mac, DnsRelay, IpNet, NetInterface, NetNeighbor, NetRoute, NetworkConfig,
+};
 pub use request::{DnsConfig, Request, StdioPorts};
 pub use response::{
     ContainerInfo, ContainerStats, ContainerStatus, CpuStats, ErrorCode, ErrorResponse, ExitStatus,

@@ -3,7 +3,9 @@
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
+use super::network::NetworkConfig;
 use crate::share::ShareLocation;
+use crate::stdio_token::StdioToken;
 
 /// DNS configuration the agent writes to the guest's `/etc/resolv.conf`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +24,9 @@ pub struct DnsConfig {
 /// The host-side vsock ports of one process's stdio streams. The agent connects to
 /// the host (CID 2) at each port given; an absent port means the stream is not
 /// wired (stdin reads EOF, output goes to `/dev/null`). With `terminal: true` the
-/// PTY is relayed over `stdin` and `stdout`; `stderr` must then be absent.
+/// PTY is relayed over `stdin` and `stdout`; `stderr` must then be absent. With a
+/// `token`, the agent writes it first on every stream it connects (see
+/// [`crate::stdio_token`]); runv always sends one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdioPorts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +35,8 @@ pub struct StdioPorts {
     pub stdout: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<StdioToken>,
 }
 
 /// A request. On the wire: a JSON object whose `type` is the snake_case variant
@@ -52,6 +58,11 @@ pub enum Request {
         #[serde(default)]
         shares: Vec<String>,
     },
+    /// Configures the guest's network before any container starts: each interface
+    /// (the virtio-net device with its MAC) is renamed, given its MTU and addresses and
+    /// brought up; then the routes and neighbours are added, and the DNS relay (if
+    /// any) starts. The loopback is always up. Answer: `Ok`.
+    ConfigureNetwork { network: NetworkConfig },
     /// Creates a container whose init process waits for `StartContainer`.
     /// `spec` is the already rewritten spec (see `rewrite`); `rootfs` is where its
     /// root filesystem is, and takes precedence over `spec.root.path`.
@@ -136,6 +147,7 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::CreateSandbox { .. } => "create_sandbox",
+            Request::ConfigureNetwork { .. } => "configure_network",
             Request::CreateContainer { .. } => "create_container",
             Request::StartContainer { .. } => "start_container",
             Request::ExecProcess { .. } => "exec_process",
@@ -158,6 +170,7 @@ impl Request {
     pub const KINDS: &'static [&'static str] = &[
         "ping",
         "create_sandbox",
+        "configure_network",
         "create_container",
         "start_container",
         "exec_process",
@@ -178,7 +191,10 @@ impl Request {
     /// The container this request is about, if any.
     pub fn container_id(&self) -> Option<&str> {
         match self {
-            Request::Ping | Request::CreateSandbox { .. } | Request::Shutdown => None,
+            Request::Ping
+            | Request::CreateSandbox { .. }
+            | Request::ConfigureNetwork { .. }
+            | Request::Shutdown => None,
             Request::CreateContainer { container_id, .. }
             | Request::StartContainer { container_id }
             | Request::ExecProcess { container_id, .. }

@@ -239,6 +239,7 @@ impl Request {
             Request::Stats { .. } => "stats",
             Request::Ping
             | Request::CreateSandbox { .. }
+            | Request::ConfigureNetwork { .. }
             | Request::StartContainer { .. }
             | Request::SignalProcess { .. }
             | Request::ResizeTty { .. }

@@ -17,6 +17,7 @@ fn stdio() -> StdioPorts {
         stdin: Some(2000),
         stdout: Some(2001),
         stderr: None,
+        token: Some(crate::StdioToken::random().unwrap()),
     }
 }
 
@@ -32,6 +33,36 @@ pub(crate) fn all_requests() -> Vec<Request> {
     let c = || "c1".to_owned();
     vec![
         Request::Ping,
+        Request::ConfigureNetwork {
+            network: crate::NetworkConfig {
+                interfaces: vec![crate::NetInterface {
+                    name: "eth0".into(),
+                    mac: "02:42:ac:11:00:02".into(),
+                    mtu: 1400,
+                    addresses: vec![
+                        crate::IpNet::new("172.17.0.2".parse().unwrap(), 16).unwrap(),
+                        crate::IpNet::new("fd00::2".parse().unwrap(), 64).unwrap(),
+                    ],
+                }],
+                routes: vec![crate::NetRoute {
+                    destination: crate::IpNet::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+                    gateway: Some("172.17.0.1".parse().unwrap()),
+                    device: Some("eth0".into()),
+                    source: None,
+                    metric: Some(10),
+                    on_link: false,
+                }],
+                neighbors: vec![crate::NetNeighbor {
+                    address: "172.17.0.1".parse().unwrap(),
+                    mac: "02:42:8e:00:00:01".into(),
+                    device: "eth0".into(),
+                }],
+                dns_relay: Some(crate::DnsRelay {
+                    address: "127.0.0.11".parse().unwrap(),
+                    vsock_port: 53,
+                }),
+            },
+        },
         Request::CreateSandbox {
             sandbox_id: "sb1".into(),
             hostname: "web-0".into(),

@@ -1,28 +1,31 @@
 //! `runv-shim`: the host side of one container process (the init or an exec).
 //!
 //! runv starts it with the caller's fds 0-2, the ready pipe on fd 3 and the go pipe on
-//! fd 4 (runtime::shim). It listens at `<uds>_<port>` for the process's stdio streams,
-//! says `ok`, and once runv says `go`: relays stdio (or a PTY), waits for the process
+//! fd 4 (runv_runtime::shim). It listens at `<uds>_<port>` for the process's stdio streams,
+//! says `ok`, and once runv says `go` (on the go pipe, or for a sandbox whose VM boots at
+//! `start`, on the go FIFO that `runv start` writes; runv_runtime::shim): relays stdio (or a PTY), waits for the process
 //! on a connection of its own (`wait_process` with `kill_on_close`, so killing the shim
 //! kills the process), forwards the signals it receives, and exits with the process's
 //! status (128+N for signal N) after the output is drained. If the VM goes away first,
 //! it exits 137, as if the process had been SIGKILLed (it was, with the VM).
 
+mod auth;
 mod relay;
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_protocol::{Request, Response};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use runtime::shim::{GO_FD, READY_FD};
-use runtime::{agent, console, log};
+use runv_agent_protocol::{stdio_token, Request, Response, StdioToken};
+use runv_runtime::shim::{GO_FD, READY_FD};
+use runv_runtime::{agent, console, dns_relay, log};
 
 /// Exit status when the VM (and the process with it) went away.
 const VM_GONE: i32 = 137;
@@ -53,6 +56,13 @@ struct Args {
     tty_inherit: bool,
     #[arg(long)]
     log: PathBuf,
+    /// Wait for `go` here when runv says `defer` (the VM boots at `start`).
+    #[arg(long)]
+    go_fifo: Option<PathBuf>,
+    /// Serve the guest's DNS relay towards the loopback nameserver of this resolv.conf
+    /// (the init's shim).
+    #[arg(long)]
+    dns_relay: Option<PathBuf>,
     #[arg(long)]
     log_json: bool,
     #[arg(long)]
@@ -60,9 +70,20 @@ struct Args {
 }
 
 fn main() {
-    // SAFETY: fds 3 and 4 are the pipes runv set up for this process (runtime::shim);
+    // SAFETY: fds 3 and 4 are the pipes runv set up for this process (runv_runtime::shim);
     // nothing else in this process owns them.
     let (mut ready, go) = unsafe { (File::from_raw_fd(READY_FD), File::from_raw_fd(GO_FD)) };
+    // The stdio token, out of the environment before anything could pass it on.
+    let token = std::env::var(stdio_token::TOKEN_ENV).ok();
+    // SAFETY: no other thread exists yet that could read the environment concurrently.
+    unsafe { std::env::remove_var(stdio_token::TOKEN_ENV) };
+    let token = match token.as_deref().map(StdioToken::from_hex).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(ready, "error: {}: {e}", stdio_token::TOKEN_ENV);
+            std::process::exit(2);
+        }
+    };
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -72,7 +93,7 @@ fn main() {
     };
     // Before any thread exists: the forwarded signals and SIGWINCH are taken by sigwait.
     let mut set = SigSet::empty();
-    for s in runtime::signals::forwarded_signals() {
+    for s in runv_runtime::signals::forwarded_signals() {
         set.add(s);
     }
     set.add(Signal::SIGWINCH);
@@ -88,7 +109,7 @@ fn main() {
     if let Ok(sink) = log::Sink::open(Some(&args.log), format) {
         log::install(Arc::new(sink), args.debug);
     }
-    let code = match run(&args, ready, go, set) {
+    let code = match run(&args, token, ready, go, set) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(
@@ -152,7 +173,13 @@ fn setup_tty(args: &Args) -> Result<Option<Tty>> {
     Ok(None)
 }
 
-fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
+fn run(
+    args: &Args,
+    token: Option<StdioToken>,
+    mut ready: File,
+    mut go: File,
+    set: SigSet,
+) -> Result<i32> {
     let prepared = (|| -> Result<_> {
         let mut listeners = Vec::new();
         for (name, port) in [
@@ -163,6 +190,14 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
             if let Some(p) = port {
                 listeners.push(relay::Listener::bind(&args.uds, name, p)?);
             }
+        }
+        if let Some(resolv_conf) = &args.dns_relay {
+            let path = runv_hvsock::port_path(&args.uds, dns_relay::DNS_RELAY_PORT);
+            let _ = std::fs::remove_file(&path);
+            let l = runv_hvsock::uds::bind(&path)
+                .with_context(|| format!("binding {} (dns relay)", path.display()))?;
+            dns_relay::spawn(l, dns_relay::Upstream::ResolvConf(resolv_conf.clone()))
+                .context("starting the dns relay")?;
         }
         let tty = setup_tty(args)?;
         Ok((listeners, tty))
@@ -178,22 +213,37 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
     let mut paths = Vec::new();
     for l in listeners {
         let name = l.name;
-        let (rx, path) = l.accept_in_background();
+        let (rx, path) = l.accept_in_background(token);
         streams.insert(name, rx);
         paths.push(path);
     }
     writeln!(ready, "ok").context("telling runv the shim is ready")?;
     drop(ready);
 
-    let mut word = String::new();
-    let _ = (&mut go).take(16).read_to_string(&mut word);
+    let size_fd = tty.as_ref().map(|t| t.size_fd);
+    let released = Arc::new(AtomicBool::new(false));
+    let mut word = read_word(&mut go);
+    drop(go);
+    let deferred = word == "defer";
+    if deferred {
+        // Until `runv start` boots the VM, a signal ends this shim as it would have
+        // ended the process.
+        spawn_signal_forwarder(args, set, size_fd, released.clone());
+        word = match &args.go_fifo {
+            Some(fifo) => File::open(fifo)
+                .map(|mut f| read_word(&mut f))
+                .with_context(|| format!("opening the go FIFO {}", fifo.display()))?,
+            None => bail!("runv said defer, but there is no --go-fifo"),
+        };
+    }
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
-    if word.trim() != "go" {
+    if word != "go" {
         // runv failed to create the process (or died): nothing to relay.
         return Ok(1);
     }
+    released.store(true, Ordering::Release);
 
     // Wait first: from here on, this shim dying kills the process.
     let mut waiter = agent::connect(&args.uds)?;
@@ -206,7 +256,6 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
         .context("sending wait_process")?;
 
     let mut outputs = Vec::new();
-    let size_fd = tty.as_ref().map(|t| t.size_fd);
     let mut restore = None;
     match tty {
         Some(t) => {
@@ -230,7 +279,9 @@ fn run(args: &Args, mut ready: File, mut go: File, set: SigSet) -> Result<i32> {
             }
         }
     }
-    spawn_signal_forwarder(args, set, size_fd);
+    if !deferred {
+        spawn_signal_forwarder(args, set, size_fd, released);
+    }
     if let Some(fd) = size_fd {
         resize(args, fd);
     }
@@ -285,10 +336,24 @@ fn resize(args: &Args, fd: i32) {
     }
 }
 
+/// One word (`go`, `defer`, `fail`) from runv, or "" at EOF.
+fn read_word(from: &mut File) -> String {
+    let mut word = String::new();
+    let _ = from.take(16).read_to_string(&mut word);
+    word.trim().to_string()
+}
+
 /// Takes the blocked signals with sigwait: SIGWINCH becomes a resize, the others go to
 /// the process. Each on its own connection (the agent may be slow; a signal must not
-/// wait behind another's time limit more than once).
-fn spawn_signal_forwarder(args: &Args, set: SigSet, size_fd: Option<i32>) {
+/// wait behind another's time limit more than once). Before `released` (the VM boots at
+/// start and has not), a signal ends the shim with 128+N instead: there is no process
+/// yet to send it to.
+fn spawn_signal_forwarder(
+    args: &Args,
+    set: SigSet,
+    size_fd: Option<i32>,
+    released: Arc<AtomicBool>,
+) {
     let args = Args {
         uds: args.uds.clone(),
         container_id: args.container_id.clone(),
@@ -298,6 +363,8 @@ fn spawn_signal_forwarder(args: &Args, set: SigSet, size_fd: Option<i32>) {
         stderr_port: None,
         console_socket: None,
         tty_inherit: false,
+        go_fifo: None,
+        dns_relay: None,
         log: args.log.clone(),
         log_json: args.log_json,
         debug: args.debug,
@@ -307,10 +374,16 @@ fn spawn_signal_forwarder(args: &Args, set: SigSet, size_fd: Option<i32>) {
             continue;
         };
         if sig == Signal::SIGWINCH {
-            if let Some(fd) = size_fd {
-                resize(&args, fd);
+            if released.load(Ordering::Acquire) {
+                if let Some(fd) = size_fd {
+                    resize(&args, fd);
+                }
             }
             continue;
+        }
+        if !released.load(Ordering::Acquire) {
+            tracing::debug!("{sig} before the VM booted: exiting");
+            std::process::exit(128 + sig as i32);
         }
         tracing::debug!("forwarding {sig}");
         let r = agent::call_once(

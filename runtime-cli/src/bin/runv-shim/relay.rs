@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use runv_agent_protocol::StdioToken;
+
 /// A stdio socket the agent connects to: `<uds>_<port>`.
 pub struct Listener {
     pub name: &'static str,
@@ -19,9 +21,9 @@ pub struct Listener {
 
 impl Listener {
     pub fn bind(uds: &std::path::Path, name: &'static str, port: u32) -> std::io::Result<Self> {
-        let path = PathBuf::from(format!("{}_{port}", uds.display()));
+        let path = runv_hvsock::port_path(uds, port);
         let _ = std::fs::remove_file(&path);
-        let listener = runtime::uds::bind(&path).map_err(|e| {
+        let listener = runv_hvsock::uds::bind(&path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("binding {} ({name}): {e}", path.display()),
@@ -34,16 +36,28 @@ impl Listener {
         })
     }
 
-    /// Accepts the agent's connection on a thread; the stream arrives on the channel.
-    pub fn accept_in_background(self) -> (mpsc::Receiver<UnixStream>, PathBuf) {
+    /// Accepts the agent's connection on a thread: with a token, the first that begins
+    /// with it (crate::auth), else the first. The stream arrives on the channel.
+    pub fn accept_in_background(
+        self,
+        token: Option<StdioToken>,
+    ) -> (mpsc::Receiver<UnixStream>, PathBuf) {
         let (tx, rx) = mpsc::channel();
         let path = self.path.clone();
         let name = self.name;
-        std::thread::spawn(move || match self.listener.accept() {
-            Ok((s, _)) => {
+        std::thread::spawn(move || {
+            let stream = match token {
+                Some(t) => crate::auth::accept_authenticated(&self.listener, &t, name),
+                None => self
+                    .listener
+                    .accept()
+                    .map(|(s, _)| s)
+                    .map_err(|e| tracing::warn!("accepting the {name} stream: {e}"))
+                    .ok(),
+            };
+            if let Some(s) = stream {
                 let _ = tx.send(s);
             }
-            Err(e) => tracing::warn!("accepting the {name} stream: {e}"),
         });
         (rx, path)
     }

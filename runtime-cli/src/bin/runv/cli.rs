@@ -35,7 +35,7 @@ pub enum ListFormat {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// Root directory for container state
-    #[arg(long, global = true, default_value = runtime::state::DEFAULT_ROOT)]
+    #[arg(long, global = true, default_value = runv_runtime::state::DEFAULT_ROOT)]
     pub root: PathBuf,
     /// Log file (errors and warnings; default: stderr)
     #[arg(long, global = true)]

@@ -7,7 +7,7 @@ mod commands;
 use std::sync::Arc;
 
 use clap::Parser;
-use runtime::log::{format_line, now_rfc3339, Format, Sink};
+use runv_runtime::log::{format_line, now_rfc3339, Format, Sink};
 
 fn main() {
     let cli = match cli::Cli::try_parse() {
@@ -34,11 +34,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    runtime::log::install(sink.clone(), cli.global.debug);
+    runv_runtime::log::install(sink.clone(), cli.global.debug);
     match commands::dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let msg = runtime::log::error_text(&e);
+            let msg = runv_runtime::log::error_text(&e);
             // As runc: with --log the line goes to the log and the bare message to
             // stderr; without, stderr gets the formatted line.
             if cli.global.log.is_some() {

@@ -1,7 +1,7 @@
 //! The i8042 keyboard controller, only so that the guest can reset the machine with the
 //! 0xFE command (`reboot=k`); vm-superio emulates it.
 
-use super::PioDevice;
+use super::BusDevice;
 use crate::exit::{ExitReason, ExitSender};
 use vm_superio::{I8042Device, Trigger};
 
@@ -32,7 +32,7 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
+impl BusDevice<u16> for I8042 {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);
         if let (Some(first), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {

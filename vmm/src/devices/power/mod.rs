@@ -1,7 +1,7 @@
 //! How the guest ends the VM on purpose: the ACPI sleep-control/reset register of a
 //! hardware-reduced ACPI machine (see `crate::acpi`), and the pvpanic port.
 
-use super::PioDevice;
+use super::BusDevice;
 use crate::acpi::{RESET_VALUE, S5_SLEEP_VALUE};
 use crate::exit::{ExitReason, ExitSender};
 
@@ -18,7 +18,7 @@ impl AcpiPowerRegister {
     }
 }
 
-impl PioDevice for AcpiPowerRegister {
+impl BusDevice<u16> for AcpiPowerRegister {
     fn read(&mut self, _offset: u16, data: &mut [u8]) {
         // Sleep status: never woken.
         data.fill(0);
@@ -44,7 +44,7 @@ impl PvPanic {
     }
 }
 
-impl PioDevice for PvPanic {
+impl BusDevice<u16> for PvPanic {
     fn read(&mut self, _offset: u16, data: &mut [u8]) {
         // Capabilities: only "panicked" is reported (no crash-loaded event).
         data.fill(0);

@@ -1,7 +1,7 @@
 //! The 8250 UART at COM1 (0x3f8, IRQ 4): vm-superio's emulation, its interrupt delivered
 //! through a KVM irqfd, its output to the VMM's console.
 
-use super::PioDevice;
+use super::BusDevice;
 use std::io::{self, Write};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -28,6 +28,11 @@ impl Trigger for IrqTrigger {
 pub struct ConsoleOut {
     inner: Option<Box<dyn Write + Send>>,
     line: Vec<u8>,
+    /// At most this many bytes of guest output are written (`--console-limit`); then one
+    /// notice, and the rest is discarded: a guest cannot fill the host's disk through its
+    /// console.
+    limit: Option<u64>,
+    written: u64,
 }
 
 impl ConsoleOut {
@@ -36,13 +41,46 @@ impl ConsoleOut {
         ConsoleOut {
             inner,
             line: Vec::with_capacity(256),
+            limit: None,
+            written: 0,
         }
+    }
+
+    /// Writes at most `limit` bytes of guest output.
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Writes out what is buffered, complete line or not.
     pub fn flush_all(&mut self) -> io::Result<()> {
+        let Some(out) = self.inner.as_mut() else {
+            self.line.clear();
+            return Ok(());
+        };
+        let room = self
+            .limit
+            .map_or(u64::MAX, |l| l.saturating_sub(self.written));
+        let n = self
+            .line
+            .len()
+            .min(usize::try_from(room).unwrap_or(usize::MAX));
+        out.write_all(&self.line[..n])?;
+        self.written += n as u64;
+        if n < self.line.len() {
+            let limit = self.limit.unwrap_or_default();
+            writeln!(
+                out,
+                "\n[runv-vmm: the console reached its limit of {limit} bytes; the rest of the guest's output is discarded]"
+            )?;
+            tracing::warn!(
+                limit,
+                "the guest's console output reached its limit; discarding the rest"
+            );
+            // Nothing more is written.
+            self.inner = None;
+        }
         if let Some(out) = self.inner.as_mut() {
-            out.write_all(&self.line)?;
             out.flush()?;
         }
         self.line.clear();
@@ -89,7 +127,7 @@ impl SerialDevice {
     }
 }
 
-impl PioDevice for SerialDevice {
+impl BusDevice<u16> for SerialDevice {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);
         if let (Some(first), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
@@ -124,6 +162,40 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn output_past_the_limit_is_cut_with_one_notice() {
+        let sink = Shared::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let out = ConsoleOut::new(Some(Box::new(sink.clone()))).with_limit(Some(10));
+        let mut dev = SerialDevice::new(irq, out);
+        for b in b"12345\n67890abc\nflood flood flood\n"
+            .iter()
+            .cycle()
+            .take(100_000)
+        {
+            dev.write(0, &[*b]);
+        }
+        dev.flush().unwrap();
+        let got = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            got.starts_with("12345\n6789\n[runv-vmm: the console reached its limit of 10 bytes;"),
+            "{got}"
+        );
+        assert_eq!(got.matches("runv-vmm").count(), 1, "one notice: {got}");
+        assert!(got.len() < 200, "{got}");
+    }
+
+    #[test]
+    fn without_a_limit_everything_is_written() {
+        let sink = Shared::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(irq, ConsoleOut::new(Some(Box::new(sink.clone()))));
+        for b in b"0123456789\n".iter().cycle().take(110_000) {
+            dev.write(0, &[*b]);
+        }
+        assert_eq!(sink.0.lock().unwrap().len(), 110_000);
     }
 
     #[test]

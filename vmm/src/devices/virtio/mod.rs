@@ -31,6 +31,9 @@
 //! * When the driver writes 0 to Status, the transport calls [`VirtioDevice::reset`]: the
 //!   device removes its handler ([`EventLoopHandle::remove_handler`] waits for a callback
 //!   in progress) and drops the queues and memory it was given; it may be activated again.
+//! * What every device does alike (name, read-only config space, acknowledged features,
+//!   the handler registered at activation and removed at reset, and the queue helpers the
+//!   handlers share) is in [`common`]; a device's own files hold only what is its own.
 //!
 //! # Guest input
 //! Everything in the queues is guest-controlled: lengths, addresses, indexes, descriptor
@@ -40,15 +43,21 @@
 //! guest causes through [`crate::ratelimit::LogLimiter`].
 //!
 //! # Tests
-//! Devices are tested without KVM with `virtio_queue::mock::MockSplitQueue` (the
-//! `test-utils` feature is on for this crate's tests), a `GuestMemoryMmap` from
-//! `GuestMemoryMmap::from_ranges`, an [`EventLoop`](crate::event_loop::EventLoop) or a
-//! direct call of the handler, and [`Interrupt::for_tests`].
+//! Devices are tested without KVM with the fixtures of `test_utils` (this crate's tests
+//! only): guest memory, descriptor flags and chains, a `TestQueue` on virtio-queue's
+//! `MockSplitQueue`, the `ActivateArgs` of a device on an
+//! [`EventLoop`](crate::event_loop::EventLoop) with [`Interrupt::for_tests`], and a seeded
+//! generator for random input. A new device's tests use them too.
 
 pub mod block;
+pub mod common;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
+
+#[cfg(test)]
+pub(crate) mod test_utils;
 
 use crate::event_loop::{self, EventLoopHandle};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

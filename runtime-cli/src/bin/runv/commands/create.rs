@@ -1,7 +1,7 @@
 //! `runv create`: a sandbox VM with the container created in it, waiting for `start`.
 
 use anyhow::{bail, Result};
-use runtime::sandbox::{self, CreateOptions, Created, Teardown};
+use runv_runtime::sandbox::{self, CreateOptions, Created, Teardown};
 
 use super::{write_pid_file, Ctx};
 use crate::cli::CreateArgs;

@@ -1,8 +1,8 @@
 //! `runv delete [--force]`: tears down the sandbox VM and removes all state.
 
 use anyhow::{bail, Result};
-use runtime::sandbox::{self, Teardown};
-use runtime::state::Status;
+use runv_runtime::sandbox::{self, Teardown};
+use runv_runtime::state::Status;
 
 use super::Ctx;
 

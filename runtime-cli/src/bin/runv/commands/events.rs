@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use agent_protocol::{Request, Response};
 use anyhow::{bail, Context, Result};
-use runtime::agent;
-use runtime::oci::stats_event;
-use runtime::sandbox::{self, vsock_path};
-use runtime::state::Status;
+use runv_agent_protocol::{Request, Response};
+use runv_runtime::agent;
+use runv_runtime::oci::stats_event;
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::state::Status;
 
 use super::Ctx;
 
@@ -22,6 +22,7 @@ pub fn run(ctx: &Ctx, id: &str, once: bool, interval: &str) -> Result<i32> {
             }
             return Ok(0);
         }
+        super::require_vm(&state)?;
         let uds = vsock_path(&locked.dir);
         drop(locked);
         let stats = match agent::call_once(

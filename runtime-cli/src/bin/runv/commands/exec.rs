@@ -2,13 +2,13 @@
 //! is the container's spec process (env, user, capabilities, rlimits, ...) with the
 //! command line's changes, as runc builds it, or `--process FILE` as given.
 
-use agent_protocol::Request;
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{Capability, Process};
-use runtime::agent;
-use runtime::sandbox::{self, shim_log, tty_mode, vsock_path};
-use runtime::shim::{self, ShimSpec};
-use runtime::state::{ExecRecord, HostProcess, Status};
+use runv_agent_protocol::Request;
+use runv_runtime::agent;
+use runv_runtime::sandbox::{self, shim_log, tty_mode, vsock_path};
+use runv_runtime::shim::{self, ShimSpec};
+use runv_runtime::state::{ExecRecord, HostProcess, Status};
 
 use super::{exit_code, write_pid_file, Ctx};
 use crate::cli::ExecArgs;
@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
         Status::Paused if !a.ignore_paused => bail!("cannot exec in a paused container"),
         _ => {}
     }
+    super::require_vm(&state)?;
     let process = build_process(a, state.process.clone())?;
     let terminal = process.terminal().unwrap_or(false);
     let tty = tty_mode(terminal, a.console_socket.as_deref(), !a.detach)?;
@@ -38,7 +39,7 @@ pub fn run(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
             .unwrap_or(0)
     );
     let first = state.take_ports(if terminal { 2 } else { 3 });
-    let (ports, _) = shim::ports_for(first, terminal);
+    let (ports, _) = shim::ports_for(first, terminal)?;
     state.execs.retain(|e| e.shim.alive());
     locked.save(&state)?;
     let uds = vsock_path(&locked.dir);
@@ -49,11 +50,17 @@ pub fn run(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
         ports,
         tty,
         log: shim_log(&locked.dir, ctx.global.log.as_deref()),
+        go_fifo: None,
+        dns_relay: None,
         log_json: ctx.log_json(),
         debug: ctx.global.debug,
     };
-    let mut shim = shim::spawn(&ctx.shim_exe()?, &spec, state.shim_netns.as_deref())?;
-    runtime::cgroups::join(&state.cgroup_dirs, shim.pid());
+    let netns = match state.shim_netns.as_deref() {
+        Some(p) => shim::ShimNetns::Join(p),
+        None => shim::ShimNetns::Inherit,
+    };
+    let mut shim = shim::spawn(&ctx.shim_exe()?, &spec, netns)?;
+    runv_runtime::cgroups::join(&state.cgroup_dirs, shim.pid());
     let request = Request::ExecProcess {
         container_id: a.id.clone(),
         exec_id: exec_id.clone(),

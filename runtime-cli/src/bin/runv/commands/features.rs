@@ -5,7 +5,7 @@ use anyhow::Result;
 pub fn run() -> Result<i32> {
     println!(
         "{}",
-        serde_json::to_string_pretty(&runtime::oci::features())?
+        serde_json::to_string_pretty(&runv_runtime::oci::features())?
     );
     Ok(0)
 }

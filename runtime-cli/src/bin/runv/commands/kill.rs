@@ -2,11 +2,11 @@
 //! agent. SIGKILL to a sandbox whose agent does not answer in time kills its VMM, which
 //! takes every process of the container with it.
 
-use agent_protocol::Request;
 use anyhow::Result;
-use runtime::sandbox::{self, vsock_path};
-use runtime::signals::parse_signal;
-use runtime::{agent, vmm};
+use runv_agent_protocol::Request;
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::signals::parse_signal;
+use runv_runtime::{agent, vmm};
 
 use super::{require_running, Ctx};
 
@@ -15,6 +15,17 @@ pub fn run(ctx: &Ctx, id: &str, signal: Option<&str>, all: bool) -> Result<i32> 
     let (locked, state) = ctx.root.open(id)?;
     let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
     require_running(sandbox::status(&state))?;
+    if state.vmm.is_none() {
+        // The VM boots at start: the process does not exist yet, its shim stands for it
+        // and ends with 128+N on the signal, as the process would have.
+        if let Some(init) = state.init.filter(|p| p.alive()) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init.pid),
+                nix::sys::signal::Signal::try_from(sig)?,
+            )?;
+        }
+        return Ok(0);
+    }
     let uds = vsock_path(&locked.dir);
     let request = Request::SignalProcess {
         container_id: id.into(),
@@ -39,7 +50,7 @@ pub fn run(ctx: &Ctx, id: &str, signal: Option<&str>, all: bool) -> Result<i32> 
         }
         Err(e) => {
             if e.agent_answer()
-                .is_some_and(|a| a.code == agent_protocol::ErrorCode::InvalidState)
+                .is_some_and(|a| a.code == runv_agent_protocol::ErrorCode::InvalidState)
             {
                 return Err(super::not_running());
             }

@@ -1,8 +1,8 @@
 //! `runv list`: every container under --root.
 
 use anyhow::Result;
-use runtime::oci::OciState;
-use runtime::sandbox;
+use runv_runtime::oci::OciState;
+use runv_runtime::sandbox;
 
 use super::Ctx;
 use crate::cli::ListFormat;

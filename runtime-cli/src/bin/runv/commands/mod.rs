@@ -18,8 +18,8 @@ mod update;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runtime::config::{self, RuntimeConfig, Sources};
-use runtime::state::{Root, Status};
+use runv_runtime::config::{self, RuntimeConfig, Sources};
+use runv_runtime::state::{Root, Status};
 
 use crate::cli::{Cli, Command, GlobalOpts};
 
@@ -99,6 +99,18 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
 /// runc's text for a verb that needs a live container.
 pub fn not_running() -> anyhow::Error {
     anyhow::anyhow!("container not running")
+}
+
+/// Fails when the sandbox's VM has not booted yet (its network namespace was not final
+/// at create, so it boots at `start`): nothing runs in it to talk to.
+pub fn require_vm(state: &runv_runtime::state::State) -> Result<()> {
+    if state.vmm.is_none() {
+        anyhow::bail!(
+            "container not running: its VM boots at start (the network namespace was not \
+             final at create)"
+        );
+    }
+    Ok(())
 }
 
 /// Fails unless `status` is one of `allowed`, with runc's "container not running".

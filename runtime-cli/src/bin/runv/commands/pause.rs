@@ -1,10 +1,10 @@
 //! `runv pause` / `runv resume`: the guest freezes or thaws the container's cgroup.
 
-use agent_protocol::Request;
 use anyhow::{bail, Result};
-use runtime::agent;
-use runtime::sandbox::{self, vsock_path};
-use runtime::state::Status;
+use runv_agent_protocol::Request;
+use runv_runtime::agent;
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::state::Status;
 
 use super::Ctx;
 
@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, id: &str, pause: bool) -> Result<i32> {
             container_id: id.into(),
         }
     };
+    super::require_vm(&state)?;
     agent::call_once(&vsock_path(&locked.dir), &request, agent::CALL_LIMIT)?;
     state.status = if pause {
         Status::Paused

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
-use agent_protocol::{ProcessInfo, Request, Response};
 use anyhow::{bail, Result};
-use runtime::agent;
-use runtime::sandbox::{self, vsock_path};
-use runtime::state::Status;
+use runv_agent_protocol::{ProcessInfo, Request, Response};
+use runv_runtime::agent;
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::state::Status;
 
 use super::Ctx;
 use crate::cli::ListFormat;
@@ -32,15 +32,20 @@ pub fn run(ctx: &Ctx, id: &str, format: ListFormat, ps_args: &[String]) -> Resul
     }
     let uds = vsock_path(&locked.dir);
     drop(locked);
-    let (pids, processes) = match agent::call_once(
-        &uds,
-        &Request::ListProcesses {
-            container_id: id.into(),
-        },
-        agent::CALL_LIMIT,
-    )? {
-        Response::Processes { pids, processes } => (pids, processes),
-        other => bail!("agent answered {} to list_processes", other.kind()),
+    // Before its VM boots (at start), nothing runs in the container.
+    let (pids, processes) = if state.vmm.is_none() {
+        (vec![], vec![])
+    } else {
+        match agent::call_once(
+            &uds,
+            &Request::ListProcesses {
+                container_id: id.into(),
+            },
+            agent::CALL_LIMIT,
+        )? {
+            Response::Processes { pids, processes } => (pids, processes),
+            other => bail!("agent answered {} to list_processes", other.kind()),
+        }
     };
     match format {
         ListFormat::Json => println!("{}", serde_json::to_string(&pids)?),

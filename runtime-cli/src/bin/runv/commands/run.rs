@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use nix::sys::signal::{SigSet, Signal};
-use runtime::sandbox::{self, Teardown};
+use runv_runtime::sandbox::{self, Teardown};
 
 use super::{exit_code, Ctx};
 use crate::cli::CreateArgs;
@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     // Only now, with the VMM and the shim started: a child must not inherit a blocked
     // mask (the VMM kicks its vCPU threads with signals).
     let mut set = SigSet::empty();
-    for s in runtime::signals::forwarded_signals() {
+    for s in runv_runtime::signals::forwarded_signals() {
         set.add(s);
     }
     set.thread_block()?;

@@ -1,13 +1,16 @@
-//! `runv start`: lets a created container's init run, then the startContainer and
+//! `runv start`: boots the sandbox's VM if create left that to start (its network
+//! namespace was not final then), lets the init run, then the startContainer and
 //! poststart hooks.
 
-use agent_protocol::Request;
-use anyhow::{bail, Result};
-use runtime::agent;
-use runtime::hooks::run_hooks;
-use runtime::oci::hook_state;
-use runtime::sandbox::{self, vsock_path};
-use runtime::state::Status;
+use anyhow::{bail, Context, Result};
+use runv_agent_protocol::Request;
+use runv_runtime::agent;
+use runv_runtime::hooks::run_hooks;
+use runv_runtime::oci::hook_state;
+use runv_runtime::sandbox::boot::{self, BootPlan};
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::shim;
+use runv_runtime::state::Status;
 
 use super::Ctx;
 
@@ -22,6 +25,29 @@ pub fn start(ctx: &Ctx, id: &str) -> Result<()> {
         Status::Created => {}
         Status::Stopped => bail!("cannot start a container that has stopped"),
         Status::Running | Status::Paused => bail!("cannot start an already running container"),
+    }
+    if state.vmm.is_none() {
+        // The namespace is final now: boot, then let the init's shim go.
+        let fifo = locked.dir.join("go");
+        let booted =
+            BootPlan::load(&locked.dir).and_then(|plan| boot::boot(&locked.dir, &mut state, &plan));
+        let booted = match booted {
+            Ok(b) => b,
+            Err(e) => {
+                // The shim ends (exit 1) and the container is stopped; delete cleans up.
+                let _ = shim::release(&fifo, "fail");
+                return Err(e).context("booting the container's VM");
+            }
+        };
+        for w in &booted.warnings {
+            tracing::warn!("{w}");
+        }
+        locked.save(&state)?;
+        // No shim to take the process (it was killed meanwhile): the container is
+        // stopped, and delete tears the VM down with the rest.
+        shim::release(&fifo, "go").context("starting the container")?;
+        // runv-vmm belongs to the state from here on; it outlives this call.
+        drop(booted);
     }
     let uds = vsock_path(&locked.dir);
     agent::call_once(

@@ -4,12 +4,12 @@
 
 use std::io::Read;
 
-use agent_protocol::Request;
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::LinuxResources;
-use runtime::agent;
-use runtime::sandbox::{self, vsock_path};
-use runtime::state::Status;
+use runv_agent_protocol::Request;
+use runv_runtime::agent;
+use runv_runtime::sandbox::{self, vsock_path};
+use runv_runtime::state::Status;
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -21,6 +21,7 @@ pub fn run(ctx: &Ctx, a: &UpdateArgs) -> Result<i32> {
     if sandbox::status(&state) == Status::Stopped {
         return Err(super::not_running());
     }
+    super::require_vm(&state)?;
     agent::call_once(
         &vsock_path(&locked.dir),
         &Request::UpdateContainer {

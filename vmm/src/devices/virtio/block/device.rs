@@ -1,14 +1,16 @@
-//! The virtio-blk device: features, configuration space, activation.
+//! The virtio-blk device: features, configuration space, activation. A [`Block`] is a
+//! [`Device`] whose own part is the [`Disk`] it serves; its handler gets a copy of it.
 
 use super::handler::{BlockHandler, Disk, ID_BYTES, MAX_DISCARD_SEG, SECTOR_SIZE};
 use super::{BlockConfig, Error};
+use crate::devices::virtio::common::{Device, DeviceCommon, DeviceKind};
 use crate::devices::virtio::{
-    read_config_bytes, ActivateArgs, ActivateError, QueueT, VirtioDevice, TYPE_BLOCK,
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    ActivateArgs, ActivateError, QueueT, TYPE_BLOCK, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
 };
-use crate::event_loop::{EventLoopHandle, EventSet, HandlerId};
+use crate::event_loop::EventSet;
 use crate::ratelimit::LogLimiter;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
 /// Feature: `seg_max` in the config is valid. Without it Linux sends one data segment
@@ -33,16 +35,7 @@ const DISCARD_ALIGNMENT_SECTORS: u32 = 8;
 const QUEUE_SIZES: [u16; 1] = [256];
 
 /// A raw disk image as a virtio block device.
-pub struct Block {
-    name: String,
-    file: File,
-    read_only: bool,
-    capacity: u64,
-    id: [u8; ID_BYTES],
-    config: [u8; CONFIG_LEN],
-    active: Option<(EventLoopHandle, HandlerId)>,
-    limiter: LogLimiter,
-}
+pub type Block = Device<Disk>;
 
 impl Block {
     /// Opens the image of `cfg` (read-only if `cfg.read_only`).
@@ -83,37 +76,28 @@ impl Block {
             CFG_DISCARD_SECTOR_ALIGNMENT,
             DISCARD_ALIGNMENT_SECTORS,
         );
-        Ok(Block {
-            name: format!("virtio-blk {id_str}"),
+        let disk = Disk {
             file,
             read_only: cfg.read_only,
             capacity,
             id,
-            config,
-            active: None,
-            limiter: LogLimiter::new(),
-        })
-    }
-
-    /// Name for logs ("virtio-blk ID").
-    pub fn name(&self) -> &str {
-        &self.name
+        };
+        Ok(Device::from_parts(
+            format!("virtio-blk {id_str}"),
+            &config,
+            disk,
+        ))
     }
 
     /// Disk size in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.kind.capacity
     }
 }
 
-impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        TYPE_BLOCK
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &QUEUE_SIZES
-    }
+impl DeviceKind for Disk {
+    const DEVICE_TYPE: u32 = TYPE_BLOCK;
+    const QUEUE_MAX_SIZES: &'static [u16] = &QUEUE_SIZES;
 
     fn features(&self) -> u64 {
         let access = if self.read_only {
@@ -129,72 +113,35 @@ impl VirtioDevice for Block {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
     }
 
-    fn ack_features(&mut self, _features: u64) {}
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        if self.limiter.allow() {
-            tracing::warn!(
-                "{}: {}-byte write to read-only config offset {offset:#x}; ignored",
-                self.name,
-                data.len()
-            );
-        }
-    }
-
-    fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        let invalid = |reason: &str| ActivateError::Invalid {
-            device: self.name.clone(),
-            reason: reason.into(),
-        };
+    fn activate(
+        &mut self,
+        common: &mut DeviceCommon,
+        args: ActivateArgs,
+    ) -> Result<(), ActivateError> {
         let queue = args
             .queues
             .into_iter()
             .next()
             .filter(|q| q.ready())
-            .ok_or_else(|| invalid("the request queue is not ready"))?;
+            .ok_or_else(|| common.invalid("the request queue is not ready"))?;
         let queue_evt = args
             .queue_evts
             .into_iter()
             .next()
-            .ok_or_else(|| invalid("no queue eventfd"))?;
-        let file = self.file.try_clone().map_err(|source| ActivateError::Io {
-            device: self.name.clone(),
-            what: "duplicating the image fd".into(),
-            source,
-        })?;
+            .ok_or_else(|| common.invalid("no queue eventfd"))?;
+        let disk = self
+            .try_clone()
+            .map_err(|source| common.io_error("duplicating the image fd", source))?;
         let fd = queue_evt.as_raw_fd();
         let handler = BlockHandler {
-            name: self.name.clone(),
+            name: common.name().to_string(),
             mem: args.mem,
             queue,
             queue_evt,
             interrupt: args.interrupt,
-            disk: Disk {
-                file,
-                read_only: self.read_only,
-                capacity: self.capacity,
-                id: self.id,
-            },
+            disk,
             limiter: LogLimiter::new(),
         };
-        let id = args
-            .event_loop
-            .add_handler(Box::new(handler), &[(fd, EventSet::IN)])
-            .map_err(|source| ActivateError::EventLoop {
-                device: self.name.clone(),
-                source,
-            })?;
-        self.active = Some((args.event_loop, id));
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        if let Some((event_loop, id)) = self.active.take() {
-            event_loop.remove_handler(id);
-        }
+        common.register(args.event_loop, Box::new(handler), &[(fd, EventSet::IN)])
     }
 }

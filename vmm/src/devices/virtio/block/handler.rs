@@ -8,6 +8,7 @@
 //! request gets VIRTIO_BLK_S_IOERR (or UNSUPP for an unknown type); a chain without a
 //! usable status byte is returned to the driver with nothing written (used length 0).
 
+use crate::devices::virtio::common::{next_chain, signal_used_queue};
 use crate::devices::virtio::{Interrupt, Queue, QueueT};
 use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
 use crate::ratelimit::LogLimiter;
@@ -15,7 +16,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::QueueOwnedT;
 use vm_memory::{Address, Bytes, GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -111,6 +111,18 @@ pub struct Disk {
     pub capacity: u64,
     /// GET_ID answer, NUL-padded.
     pub id: [u8; ID_BYTES],
+}
+
+impl Disk {
+    /// Another handle on the same image (a duplicated fd), for a handler.
+    pub fn try_clone(&self) -> std::io::Result<Disk> {
+        Ok(Disk {
+            file: self.file.try_clone()?,
+            read_only: self.read_only,
+            capacity: self.capacity,
+            id: self.id,
+        })
+    }
 }
 
 fn check(mem: &GuestMemoryMmap, d: &Descriptor) -> Result<(), RequestError> {
@@ -436,9 +448,9 @@ impl BlockHandler {
             self.queue
                 .disable_notification(&self.mem)
                 .map_err(qerr(&self.name))?;
-            // `iter` (unlike `pop_descriptor_chain`) reports an avail index that runs more
-            // than a queue's length ahead: such a ring is broken, not empty.
-            while let Some(chain) = self.queue.iter(&self.mem).map_err(qerr(&self.name))?.next() {
+            while let Some(chain) =
+                next_chain(&mut self.queue, &self.mem).map_err(qerr(&self.name))?
+            {
                 let head = chain.head_index();
                 let len =
                     process_chain(&self.mem, &self.disk, chain, &mut self.limiter, &self.name);
@@ -459,11 +471,7 @@ impl BlockHandler {
             .needs_notification(&self.mem)
             .map_err(qerr(&self.name))?
         {
-            if let Err(e) = self.interrupt.signal_used_queue() {
-                if self.limiter.allow() {
-                    tracing::warn!("{}: raising the interrupt: {e}", self.name);
-                }
-            }
+            signal_used_queue(&self.interrupt, &mut self.limiter, &self.name);
         }
         Ok(())
     }

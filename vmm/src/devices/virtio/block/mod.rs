@@ -15,6 +15,8 @@ pub use device::Block;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::config::options::{self, Key, Spec};
+
 /// Errors setting up a block device, naming the image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,30 +53,29 @@ impl BlockConfig {
     }
 }
 
-impl FromStr for BlockConfig {
-    type Err = String;
+/// `--block path=FILE[,ro][,id=NAME]`.
+pub const OPTION: Spec = Spec::new(
+    "--block",
+    &[
+        Key::required("path", "FILE"),
+        Key::flag("ro"),
+        Key::optional("id", "NAME"),
+    ],
+);
 
-    /// `path=FILE[,ro][,id=NAME]`.
+impl FromStr for BlockConfig {
+    type Err = options::Error;
+
+    /// `path=FILE[,ro][,id=NAME]`, see [`OPTION`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut path = None;
-        let mut read_only = false;
-        let mut id = None;
-        for part in s.split(',') {
-            match part.split_once('=') {
-                Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
-                Some(("id", v)) if !v.is_empty() && v.is_ascii() => id = Some(v.to_string()),
-                None if part == "ro" => read_only = true,
-                _ => {
-                    return Err(format!(
-                        "--block {s:?}: unknown or empty part {part:?} (expected path=FILE[,ro][,id=NAME], id ASCII)"
-                    ))
-                }
-            }
+        let o = OPTION.parse(s)?;
+        let id: Option<String> = o.value("id")?;
+        if id.as_deref().is_some_and(|id| !id.is_ascii()) {
+            return Err(o.invalid("id", "the serial must be ASCII"));
         }
-        let path = path.ok_or_else(|| format!("--block {s:?}: path=FILE is missing"))?;
         Ok(BlockConfig {
-            path,
-            read_only,
+            path: o.required("path")?,
+            read_only: o.flag("ro"),
             id,
         })
     }
@@ -93,16 +94,22 @@ mod tests {
         let c: BlockConfig = "path=/img/disk.raw".parse().unwrap();
         assert!(!c.read_only);
         assert_eq!(c.id(), "disk.raw");
-        for bad in [
-            "",
-            "ro",
-            "path=",
-            "path=/x,rw",
-            "path=/x,id=",
-            "path=/x,size=3",
-        ] {
-            let e = bad.parse::<BlockConfig>().unwrap_err();
-            assert!(e.contains("--block"), "{bad}: {e}");
-        }
+        crate::config::options::assert_refused::<BlockConfig>(
+            &OPTION,
+            &[
+                ("", "empty item"),
+                ("ro", "path= is missing"),
+                ("path=", "path needs a value"),
+                ("path=/x,rw", "unknown key \"rw\""),
+                ("path=/x,id=", "id needs a value"),
+                ("path=/x,size=3", "unknown key \"size\""),
+                ("path=/x,path=/y", "path is given twice"),
+                ("path=/x,ro=yes", "ro is a flag"),
+                (
+                    "path=/x,id=dïsk",
+                    "id=dïsk is invalid: the serial must be ASCII",
+                ),
+            ],
+        );
     }
 }

@@ -1,12 +1,11 @@
 //! virtio-blk request handling against mock queues: no KVM.
 
 use super::*;
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
+use crate::devices::virtio::test_utils::{
+    desc as d, guest_memory, Buf, RawDescriptor, TestQueue, F_INDIRECT, F_NEXT, F_WRITE,
+};
 use vm_memory::GuestAddress;
 
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
 const MEM_SIZE: usize = 0x10_0000;
 const HDR: u64 = 0x1_0000;
 const DATA: u64 = 0x2_0000;
@@ -25,7 +24,7 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let mem = guest_memory(MEM_SIZE);
     let path = std::env::temp_dir().join(format!("runv-blk-{tag}-{}.img", std::process::id()));
     let image: Vec<u8> = (0..SECTORS * SECTOR_SIZE)
         .map(|i| (i / 512) as u8)
@@ -57,29 +56,25 @@ fn header(mem: &GuestMemoryMmap, req_type: u32, sector: u64) {
     mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
 }
 
-fn d(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-}
-
 /// Data descriptors of a test chain: (address, length, device-writable).
 type Data<'a> = &'a [(u64, u32, bool)];
 
 /// A well-formed chain: header, then `data` as (addr, len, write_only), then status.
-fn chain(data: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
-    let mut v = vec![d(HDR, 16, F_NEXT, 1)];
-    for (i, &(addr, len, w)) in data.iter().enumerate() {
-        let flags = F_NEXT | if w { F_WRITE } else { 0 };
-        v.push(d(addr, len, flags, i as u16 + 2));
-    }
-    v.push(d(STATUS, 1, F_WRITE, 0));
-    v
+fn chain(data: Data) -> Vec<RawDescriptor> {
+    let mut bufs = vec![Buf::readable(HDR, 16)];
+    bufs.extend(data.iter().map(|&(addr, len, w)| match w {
+        true => Buf::writable(addr, len),
+        false => Buf::readable(addr, len),
+    }));
+    bufs.push(Buf::writable(STATUS, 1));
+    crate::devices::virtio::test_utils::chain(0, &bufs)
 }
 
 /// Runs `descs` through a BlockHandler; returns (used length, status byte, interrupt fired).
 fn run(f: &Fixture, disk: Disk, descs: &[RawDescriptor]) -> (u32, u8, bool) {
-    let mq = MockSplitQueue::create(&f.mem, GuestAddress(0), 16);
-    mq.add_desc_chains(descs, 0).unwrap();
-    let queue: Queue = mq.create_queue().unwrap();
+    let tq = TestQueue::new(&f.mem, 0, 16);
+    tq.add_raw(descs, 0);
+    let queue = tq.queue();
     let interrupt = Arc::new(Interrupt::for_tests().unwrap());
     let mut h = BlockHandler {
         name: "virtio-blk test".into(),
@@ -91,11 +86,10 @@ fn run(f: &Fixture, disk: Disk, descs: &[RawDescriptor]) -> (u32, u8, bool) {
         limiter: LogLimiter::new(),
     };
     h.process_queue().unwrap();
-    let used_idx = mq.used().idx().load();
-    assert_eq!(used_idx, 1, "every chain is returned to the driver");
-    let elem = mq.used().ring().ref_at(0).unwrap().load();
+    let used = tq.used();
+    assert_eq!(used.len(), 1, "every chain is returned to the driver");
     let status: u8 = f.mem.read_obj(GuestAddress(STATUS)).unwrap();
-    (elem.len(), status, interrupt.irqfd().read().is_ok())
+    (used[0].1, status, interrupt.irqfd().read().is_ok())
 }
 
 #[test]
@@ -330,7 +324,6 @@ fn an_indirect_chain_is_served() {
         f.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
         f.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
     }
-    const F_INDIRECT: u16 = 4;
     let (len, status, _) = run(&f, disk(&f, false), &[d(table, 64, F_INDIRECT, 0)]);
     assert_eq!((len, status), (1025, VIRTIO_BLK_S_OK));
     let mut b = [0u8; 1];

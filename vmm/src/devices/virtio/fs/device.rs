@@ -11,12 +11,8 @@ use fuse_backend_rs::api::server::Server;
 
 use super::handler::{QueueWorker, RequestHandler};
 use super::{Error, FsConfig, ShareFs, TAG_MAX};
-use crate::devices::virtio::{
-    read_config_bytes, ActivateArgs, ActivateError, VirtioDevice, TYPE_FS,
-    VIRTIO_RING_F_INDIRECT_DESC,
-};
-use crate::event_loop::{EventLoopHandle, HandlerId};
-use crate::ratelimit::LogLimiter;
+use crate::devices::virtio::common::{Device, DeviceCommon, DeviceKind};
+use crate::devices::virtio::{ActivateArgs, ActivateError, TYPE_FS, VIRTIO_RING_F_INDIRECT_DESC};
 
 /// Size of each queue (as virtiofsd offers).
 pub const QUEUE_SIZE: u16 = 1024;
@@ -28,14 +24,13 @@ const NUM_REQUEST_QUEUES: u32 = 1;
 const CONFIG_LEN: usize = TAG_MAX + 4;
 
 /// One virtio-fs share.
-pub struct Fs {
+pub type Fs = Device<FsKind>;
+
+/// What is virtio-fs's own in an [`Fs`].
+pub struct FsKind {
     tag: String,
     read_only: bool,
-    config: [u8; CONFIG_LEN],
     server: Arc<Server<ShareFs>>,
-    acked_features: u64,
-    active: Option<(EventLoopHandle, HandlerId)>,
-    log: LogLimiter,
 }
 
 impl Fs {
@@ -45,81 +40,45 @@ impl Fs {
         let mut config = [0u8; CONFIG_LEN];
         config[..TAG_MAX].copy_from_slice(&cfg.tag_bytes());
         config[TAG_MAX..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
-        Ok(Fs {
+        let kind = FsKind {
             tag: cfg.tag.clone(),
             read_only: cfg.read_only,
-            config,
             server,
-            acked_features: 0,
-            active: None,
-            log: LogLimiter::new(),
-        })
+        };
+        Ok(Device::from_parts(
+            format!("virtio-fs {}", cfg.tag),
+            &config,
+            kind,
+        ))
     }
 
     /// The share's tag.
     pub fn tag(&self) -> &str {
-        &self.tag
+        &self.kind.tag
     }
 
     /// Whether the share refuses writes.
     pub fn read_only(&self) -> bool {
-        self.read_only
-    }
-
-    /// Whether a handler is registered with the event loop.
-    pub fn is_active(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn name(&self) -> String {
-        format!("virtio-fs {}", self.tag)
+        self.kind.read_only
     }
 }
 
-impl VirtioDevice for Fs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
+impl DeviceKind for FsKind {
+    const DEVICE_TYPE: u32 = TYPE_FS;
+    const QUEUE_MAX_SIZES: &'static [u16] = &[QUEUE_SIZE; NUM_QUEUES];
 
     fn features(&self) -> u64 {
         1 << VIRTIO_RING_F_INDIRECT_DESC
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        if self.log.allow() {
-            tracing::warn!(
-                "{}: ignored write of {} bytes at config offset {offset}: the config is read-only",
-                self.name(),
-                data.len()
-            );
-        }
-    }
-
-    fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        if args.queues.len() != NUM_QUEUES || args.queue_evts.len() != NUM_QUEUES {
-            return Err(ActivateError::Invalid {
-                device: self.name(),
-                reason: format!(
-                    "{} queues and {} eventfds given, {NUM_QUEUES} expected",
-                    args.queues.len(),
-                    args.queue_evts.len()
-                ),
-            });
-        }
+    fn activate(
+        &mut self,
+        common: &mut DeviceCommon,
+        args: ActivateArgs,
+    ) -> Result<(), ActivateError> {
+        common.check_queue_count(&args, NUM_QUEUES)?;
         // A second activation without a reset replaces the first.
-        self.reset_handler();
+        common.remove_handler();
         let requests = RequestHandler::new(self.server.clone(), self.tag.clone());
         let worker = QueueWorker::new(
             requests,
@@ -129,28 +88,6 @@ impl VirtioDevice for Fs {
             args.interrupt,
         );
         let fds = worker.fds();
-        let id = args
-            .event_loop
-            .add_handler(Box::new(worker), &fds)
-            .map_err(|source| ActivateError::EventLoop {
-                device: self.name(),
-                source,
-            })?;
-        self.active = Some((args.event_loop, id));
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.reset_handler();
-        self.acked_features = 0;
-    }
-}
-
-impl Fs {
-    fn reset_handler(&mut self) {
-        if let Some((event_loop, id)) = self.active.take() {
-            // Waits for a callback in progress: the queues are no longer used after this.
-            event_loop.remove_handler(id);
-        }
+        common.register(args.event_loop, Box::new(worker), &fds)
     }
 }

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{self, Reader, VirtioFsWriter, Writer};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::ShareFs;
+use crate::devices::virtio::common::{next_chain, queue_fds, signal_used_queue};
 use crate::devices::virtio::Interrupt;
 use crate::event_loop::{Event, EventHandler, EventOps, EventSet, HandlerError};
 use crate::ratelimit::LogLimiter;
@@ -127,15 +128,10 @@ impl RequestHandler {
                 break;
             }
             // One chain at a time: the iterator borrows the queue, `add_used` needs it.
-            let chain = match queue.iter(mem) {
-                Ok(mut avail) => avail.next(),
-                Err(source) => {
-                    return Err(QueueError::Avail {
-                        tag: self.tag.clone(),
-                        source,
-                    })
-                }
-            };
+            let chain = next_chain(queue, mem).map_err(|source| QueueError::Avail {
+                tag: self.tag.clone(),
+                source,
+            })?;
             let Some(chain) = chain else { break };
             let head = chain.head_index();
             let len = match self.serve(mem, chain) {
@@ -256,10 +252,7 @@ impl QueueWorker {
 
     /// The descriptors to watch: every queue eventfd, for input.
     pub fn fds(&self) -> Vec<(RawFd, EventSet)> {
-        self.queue_evts
-            .iter()
-            .map(|e| (e.as_raw_fd(), EventSet::IN))
-            .collect()
+        queue_fds(&self.queue_evts)
     }
 
     /// Serves queue `index`; signals the driver if it must be told.
@@ -269,11 +262,7 @@ impl QueueWorker {
         };
         let progress = self.requests.process_queue(queue, &self.mem)?;
         if progress.notify {
-            if let Err(e) = self.interrupt.signal_used_queue() {
-                if self.log.allow() {
-                    tracing::warn!("{}: raising the interrupt: {e}", self.name);
-                }
-            }
+            signal_used_queue(&self.interrupt, &mut self.log, &self.name);
         }
         if progress.more {
             // Come back after the other handlers had their turn.

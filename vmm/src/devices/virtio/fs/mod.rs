@@ -22,6 +22,8 @@ mod tests;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::config::options::{self, Key, Spec};
 use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::FsOptions;
@@ -70,14 +72,6 @@ pub struct FsConfig {
 /// A share that cannot be set up, naming the input.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--fs` text that does not parse.
-    #[error("--fs {spec:?}: {reason} (expected tag=NAME,path=DIR[,ro])")]
-    Spec {
-        /// The argument as given.
-        spec: String,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The shared directory is missing or unreadable.
     #[error("virtio-fs {tag}: shared directory {path}: {source}")]
     Dir {
@@ -108,38 +102,30 @@ pub enum Error {
     },
 }
 
-impl FromStr for FsConfig {
-    type Err = Error;
+/// `--fs tag=NAME,path=DIR[,ro]`.
+pub const OPTION: Spec = Spec::new(
+    "--fs",
+    &[
+        Key::required("tag", "NAME"),
+        Key::required("path", "DIR"),
+        Key::flag("ro"),
+    ],
+);
 
-    fn from_str(spec: &str) -> Result<Self, Error> {
-        let bad = |reason: String| Error::Spec {
-            spec: spec.to_string(),
-            reason,
-        };
-        let (mut tag, mut path, mut read_only) = (None, None, false);
-        for item in spec.split(',') {
-            match item.split_once('=') {
-                Some(("tag", v)) if tag.is_none() => tag = Some(v.to_string()),
-                Some(("path", v)) if path.is_none() => path = Some(PathBuf::from(v)),
-                Some(("tag" | "path", _)) => return Err(bad(format!("{item:?} given twice"))),
-                None if item == "ro" => read_only = true,
-                _ => return Err(bad(format!("unknown item {item:?}"))),
-            }
-        }
-        let tag = tag.ok_or_else(|| bad("no tag=".into()))?;
-        if tag.is_empty() || tag.len() > TAG_MAX || tag.contains('\0') {
-            return Err(bad(format!(
-                "tag {tag:?} must be 1 to {TAG_MAX} bytes without NUL"
-            )));
-        }
-        let path = path.ok_or_else(|| bad("no path=".into()))?;
-        if path.as_os_str().is_empty() {
-            return Err(bad("path= is empty".into()));
+impl FromStr for FsConfig {
+    type Err = options::Error;
+
+    /// `tag=NAME,path=DIR[,ro]`, see [`OPTION`].
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let o = OPTION.parse(spec)?;
+        let tag: String = o.required("tag")?;
+        if tag.len() > TAG_MAX || tag.contains('\0') {
+            return Err(o.invalid("tag", format!("a tag is 1 to {TAG_MAX} bytes without NUL")));
         }
         Ok(FsConfig {
             tag,
-            path,
-            read_only,
+            path: o.required("path")?,
+            read_only: o.flag("ro"),
         })
     }
 }

@@ -14,21 +14,18 @@ use fuse_backend_rs::abi::fuse_abi::{
     WriteIn, WriteOut, KERNEL_VERSION,
 };
 use fuse_backend_rs::api::filesystem::FsOptions;
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
 use super::handler::{QueueError, RequestHandler, BUDGET};
 use super::{Fs, FsConfig, TAG_MAX};
-use crate::devices::virtio::{ActivateArgs, Interrupt, VirtioDevice, TYPE_FS};
+use crate::devices::virtio::test_utils::{
+    desc, guest_memory, Activation, Buf, TestQueue, F_INDIRECT, F_NEXT,
+};
+use crate::devices::virtio::{VirtioDevice, TYPE_FS};
 use crate::event_loop::EventLoop;
 
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-const F_INDIRECT: u16 = 4;
 const QSIZE: u16 = 16;
 const REQ: u64 = 0x10_0000;
 const REPLY: u64 = 0x20_0000;
@@ -36,7 +33,7 @@ const REPLY_LEN: u32 = 0x2_0000;
 const ROOT: u64 = 1;
 
 fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
+    guest_memory(0x100_0000)
 }
 
 fn share(dir: &Path, read_only: bool) -> RequestHandler {
@@ -46,10 +43,6 @@ fn share(dir: &Path, read_only: bool) -> RequestHandler {
         read_only,
     };
     RequestHandler::new(Arc::new(cfg.server().unwrap()), cfg.tag)
-}
-
-fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
-    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
 }
 
 /// A FUSE request: header (with `len` filled in) + body.
@@ -83,58 +76,32 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 /// runs the handler over the queue.
 struct Session<'a> {
     mem: &'a GuestMemoryMmap,
-    mock: MockSplitQueue<'a, GuestMemoryMmap>,
+    tq: TestQueue<'a>,
     queue: Queue,
-    next_desc: u16,
-    next_used: u16,
     unique: u64,
 }
 
 impl<'a> Session<'a> {
     fn new(mem: &'a GuestMemoryMmap) -> Self {
-        let mock = MockSplitQueue::new(mem, QSIZE);
-        let queue = mock.create_queue::<Queue>().unwrap();
+        let tq = TestQueue::new(mem, 0, QSIZE);
+        let queue = tq.queue();
         Session {
             mem,
-            mock,
+            tq,
             queue,
-            next_desc: 0,
-            next_used: 0,
             unique: 0,
         }
     }
 
-    /// Adds one chain of raw descriptors (NEXT links set here) and processes the queue.
-    /// Returns the used length of the chain.
-    fn chain(&mut self, h: &mut RequestHandler, descs: &[RawDescriptor]) -> u32 {
-        let base = self.next_desc;
-        let linked: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let d = SplitDescriptor::from(*d);
-                let last = i + 1 == descs.len();
-                let flags = if last { d.flags() } else { d.flags() | F_NEXT };
-                let next = if last { 0 } else { base + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(d.addr().0, d.len(), flags, next))
-            })
-            .collect();
-        self.mock.add_desc_chains(&linked, base).unwrap();
-        self.next_desc = (base + descs.len() as u16) % QSIZE;
+    /// Adds one chain and processes the queue. Returns the used length of the chain.
+    fn chain(&mut self, h: &mut RequestHandler, bufs: &[Buf]) -> u32 {
+        let used = self.tq.used_idx();
+        let head = self.tq.add(bufs);
         h.process_queue(&mut self.queue, self.mem).unwrap();
-        self.used_len()
-    }
-
-    fn used_len(&mut self) -> u32 {
-        let used = self.mock.used();
-        assert_eq!(used.idx().load(), self.next_used + 1, "one chain used");
-        let elem = used
-            .ring()
-            .ref_at(usize::from(self.next_used % QSIZE))
-            .unwrap()
-            .load();
-        self.next_used += 1;
-        elem.len()
+        assert_eq!(self.tq.used_idx(), used + 1, "one chain used");
+        let (id, len) = self.tq.last_used().unwrap();
+        assert_eq!(id, u32::from(head));
+        len
     }
 
     /// Sends a well-formed request; returns the reply header and body.
@@ -151,8 +118,8 @@ impl<'a> Session<'a> {
         let used = self.chain(
             h,
             &[
-                desc(REQ, req.len() as u32, 0),
-                desc(REPLY, REPLY_LEN, F_WRITE),
+                Buf::readable(REQ, req.len() as u32),
+                Buf::writable(REPLY, REPLY_LEN),
             ],
         );
         let out: OutHeader = self.mem.read_obj(GuestAddress(REPLY)).unwrap();
@@ -439,30 +406,42 @@ fn malformed_chains_fail_one_request_each() {
     let lookup = request(Opcode::Lookup, 7, ROOT, &cstr("x"));
     mem.write_slice(&lookup, GuestAddress(REQ)).unwrap();
     let len = lookup.len() as u32;
-    let reply = desc(REPLY, REPLY_LEN, F_WRITE);
+    let reply = Buf::writable(REPLY, REPLY_LEN);
 
     // Header too short.
-    assert_eq!(s.chain(&mut h, &[desc(REQ, 8, 0), reply]), 0);
+    assert_eq!(s.chain(&mut h, &[Buf::readable(REQ, 8), reply]), 0);
     // Zero-length request.
-    assert_eq!(s.chain(&mut h, &[desc(REQ, 0, 0), reply]), 0);
+    assert_eq!(s.chain(&mut h, &[Buf::readable(REQ, 0), reply]), 0);
     // Out-of-bounds addresses, for the request and for the reply.
-    assert_eq!(s.chain(&mut h, &[desc(0xffff_0000_0000, len, 0), reply]), 0);
-    assert_eq!(s.chain(&mut h, &[desc(0xfff_fff0, 0x100, 0), reply]), 0);
+    assert_eq!(
+        s.chain(&mut h, &[Buf::readable(0xffff_0000_0000, len), reply]),
+        0
+    );
+    assert_eq!(
+        s.chain(&mut h, &[Buf::readable(0xfff_fff0, 0x100), reply]),
+        0
+    );
     assert_eq!(
         s.chain(
             &mut h,
-            &[desc(REQ, len, 0), desc(1 << 40, REPLY_LEN, F_WRITE)]
+            &[Buf::readable(REQ, len), Buf::writable(1 << 40, REPLY_LEN)]
         ),
         0
     );
     // Wrong direction: the request in a device-writable buffer, or no writable reply.
-    assert_eq!(s.chain(&mut h, &[desc(REQ, len, F_WRITE)]), 0);
+    assert_eq!(s.chain(&mut h, &[Buf::writable(REQ, len)]), 0);
     assert_eq!(
-        s.chain(&mut h, &[desc(REQ, len, 0), desc(REPLY, REPLY_LEN, 0)]),
+        s.chain(
+            &mut h,
+            &[Buf::readable(REQ, len), Buf::readable(REPLY, REPLY_LEN)]
+        ),
         0
     );
     // An indirect table outside guest memory.
-    assert_eq!(s.chain(&mut h, &[desc(1 << 40, 64, F_INDIRECT)]), 0);
+    assert_eq!(
+        s.chain(&mut h, &[Buf::with_flags(1 << 40, 64, F_INDIRECT)]),
+        0
+    );
 
     // The queue still serves a good request.
     let init = s.init(&mut h);
@@ -474,15 +453,14 @@ fn a_descriptor_loop_ends() {
     let dir = tempdir();
     let mem = memory();
     let mut h = share(dir.as_path(), false);
-    let mock = MockSplitQueue::new(&mem, QSIZE);
+    let tq = TestQueue::new(&mem, 0, QSIZE);
     let req = request(Opcode::Lookup, 1, ROOT, &cstr("x"));
     mem.write_slice(&req, GuestAddress(REQ)).unwrap();
     // Descriptor 0 chains to itself.
-    let looped = RawDescriptor::from(SplitDescriptor::new(REQ, req.len() as u32, F_NEXT, 0));
-    mock.add_desc_chains(&[looped], 0).unwrap();
-    let mut q = mock.create_queue::<Queue>().unwrap();
+    tq.add_raw(&[desc(REQ, req.len() as u32, F_NEXT, 0)], 0);
+    let mut q = tq.queue();
     h.process_queue(&mut q, &mem).unwrap();
-    assert_eq!(mock.used().idx().load(), 1);
+    assert_eq!(tq.used_idx(), 1);
 }
 
 #[test]
@@ -491,19 +469,20 @@ fn a_full_queue_is_served_within_a_budget() {
     let mem = memory();
     let mut h = share(dir.as_path(), false);
     const SIZE: u16 = 512;
-    let mock = MockSplitQueue::new(&mem, SIZE);
+    let mut tq = TestQueue::new(&mem, 0, SIZE);
     let req = request(Opcode::Getattr, 1, ROOT, &[0; 16]);
     mem.write_slice(&req, GuestAddress(REQ)).unwrap();
     // SIZE one-descriptor chains (each fails: no reply buffer, used length 0).
-    let descs: Vec<RawDescriptor> = (0..SIZE).map(|_| desc(REQ, req.len() as u32, 0)).collect();
-    mock.add_desc_chains(&descs, 0).unwrap();
-    let mut q = mock.create_queue::<Queue>().unwrap();
+    for _ in 0..SIZE {
+        tq.add(&[Buf::readable(REQ, req.len() as u32)]);
+    }
+    let mut q = tq.queue();
     let first = h.process_queue(&mut q, &mem).unwrap();
     assert!(first.more);
-    assert_eq!(usize::from(mock.used().idx().load()), BUDGET);
+    assert_eq!(usize::from(tq.used_idx()), BUDGET);
     let second = h.process_queue(&mut q, &mem).unwrap();
     assert!(!second.more && second.notify);
-    assert_eq!(mock.used().idx().load(), SIZE);
+    assert_eq!(tq.used_idx(), SIZE);
 }
 
 #[test]
@@ -511,9 +490,9 @@ fn a_runaway_avail_index_is_a_queue_error() {
     let dir = tempdir();
     let mem = memory();
     let mut h = share(dir.as_path(), false);
-    let mock = MockSplitQueue::new(&mem, QSIZE);
-    mock.avail().idx().store(1000);
-    let mut q = mock.create_queue::<Queue>().unwrap();
+    let tq = TestQueue::new(&mem, 0, QSIZE);
+    tq.mock().avail().idx().store(1000);
+    let mut q = tq.queue();
     let err = h.process_queue(&mut q, &mem).unwrap_err();
     assert!(matches!(err, QueueError::Avail { .. }), "{err}");
     assert!(err.to_string().contains("virtio-fs share"));
@@ -527,21 +506,23 @@ fn spec_parses_and_names_bad_input() {
     assert!(!cfg.read_only);
     let cfg: FsConfig = "path=/a,ro,tag=x".parse().unwrap();
     assert!(cfg.read_only);
-    for bad in [
-        "",
-        "tag=x",
-        "path=/a",
-        "tag=,path=/a",
-        "tag=x,path=",
-        "tag=x,tag=y,path=/a",
-        "tag=x,path=/a,rw",
-        "tag=x,path=/a,cache=always",
-    ] {
-        let err = bad.parse::<FsConfig>().unwrap_err().to_string();
-        assert!(err.contains(&format!("--fs {bad:?}")), "{err}");
-    }
+    crate::config::options::assert_refused::<FsConfig>(
+        &super::OPTION,
+        &[
+            ("", "empty item"),
+            ("tag=x", "path= is missing"),
+            ("path=/a", "tag= is missing"),
+            ("tag=,path=/a", "tag needs a value"),
+            ("tag=x,path=", "path needs a value"),
+            ("tag=x,tag=y,path=/a", "tag is given twice"),
+            ("tag=x,path=/a,ro,ro", "ro is given twice"),
+            ("tag=x,path=/a,rw", "unknown key \"rw\""),
+            ("tag=x,path=/a,cache=always", "unknown key \"cache\""),
+        ],
+    );
     let long = format!("tag={},path=/a", "t".repeat(TAG_MAX + 1));
-    assert!(long.parse::<FsConfig>().is_err());
+    let err = long.parse::<FsConfig>().unwrap_err().to_string();
+    assert!(err.contains("is invalid: a tag is 1 to 36 bytes"), "{err}");
     let full = format!("tag={},path=/a", "t".repeat(TAG_MAX));
     assert_eq!(
         full.parse::<FsConfig>().unwrap().tag_bytes(),
@@ -591,21 +572,26 @@ fn config_space_has_the_tag_and_one_request_queue() {
     assert_eq!(&config[..6], b"rootfs");
 }
 
+/// A read-write share of `dir`, tagged `t`, as the device.
+fn fs_device(dir: &TempDir) -> Fs {
+    let cfg = FsConfig {
+        tag: "t".into(),
+        path: dir.as_path().to_path_buf(),
+        read_only: false,
+    };
+    Fs::new(&cfg).unwrap()
+}
+
 /// The device on a real event loop: activation registers the worker, a queue
 /// notification gets a reply and an interrupt, reset removes the worker.
 #[test]
 fn device_serves_a_notified_queue_on_the_event_loop() {
     let dir = tempdir();
     let mem = memory();
-    let cfg = FsConfig {
-        tag: "t".into(),
-        path: dir.as_path().to_path_buf(),
-        read_only: false,
-    };
-    let mut fs = Fs::new(&cfg).unwrap();
+    let mut fs = fs_device(&dir);
     let event_loop = EventLoop::start().unwrap();
-    let hiprio = MockSplitQueue::create(&mem, GuestAddress(0x4_0000), QSIZE);
-    let requests = MockSplitQueue::create(&mem, GuestAddress(0x8_0000), QSIZE);
+    let hiprio = TestQueue::new(&mem, 0x4_0000, QSIZE);
+    let mut requests = TestQueue::new(&mem, 0x8_0000, QSIZE);
     let init = InitIn {
         major: KERNEL_VERSION,
         minor: 31,
@@ -614,42 +600,23 @@ fn device_serves_a_notified_queue_on_the_event_loop() {
     };
     let req = request(Opcode::Init, 42, 0, init.as_slice());
     mem.write_slice(&req, GuestAddress(REQ)).unwrap();
-    requests
-        .add_desc_chains(
-            &[
-                RawDescriptor::from(SplitDescriptor::new(REQ, req.len() as u32, F_NEXT, 1)),
-                desc(REPLY, REPLY_LEN, F_WRITE),
-            ],
-            0,
-        )
-        .unwrap();
-    let evts: Vec<EventFd> = (0..2)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let kick = evts[1].try_clone().unwrap();
-    let interrupt = Arc::new(Interrupt::for_tests().unwrap());
-    fs.activate(ActivateArgs {
-        mem: mem.clone(),
-        queues: vec![
-            hiprio.create_queue::<Queue>().unwrap(),
-            requests.create_queue::<Queue>().unwrap(),
-        ],
-        queue_evts: evts,
-        interrupt: interrupt.clone(),
-        event_loop: event_loop.handle(),
-    })
-    .unwrap();
+    requests.add(&[
+        Buf::readable(REQ, req.len() as u32),
+        Buf::writable(REPLY, REPLY_LEN),
+    ]);
+    let act = Activation::new(&mem, vec![hiprio.queue(), requests.queue()], &event_loop);
+    fs.activate(act.args).unwrap();
     assert!(fs.is_active());
     assert_eq!(event_loop.handle().handler_count(), 1);
-    kick.write(1).unwrap();
+    act.kicks[1].write(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while requests.used().idx().load() == 0 {
+    while requests.used_idx() == 0 {
         assert!(Instant::now() < deadline, "no reply from the event loop");
         std::thread::sleep(Duration::from_millis(5));
     }
     let out: OutHeader = mem.read_obj(GuestAddress(REPLY)).unwrap();
     assert_eq!((out.unique, out.error), (42, 0));
-    assert_eq!(interrupt.irqfd().read().unwrap(), 1);
+    assert_eq!(act.interrupt.irqfd().read().unwrap(), 1);
     fs.reset();
     assert!(!fs.is_active());
     assert_eq!(event_loop.handle().handler_count(), 0);
@@ -660,23 +627,11 @@ fn device_serves_a_notified_queue_on_the_event_loop() {
 fn activation_with_the_wrong_queue_count_is_refused() {
     let dir = tempdir();
     let mem = memory();
-    let cfg = FsConfig {
-        tag: "t".into(),
-        path: dir.as_path().to_path_buf(),
-        read_only: false,
-    };
-    let mut fs = Fs::new(&cfg).unwrap();
+    let mut fs = fs_device(&dir);
     let event_loop = EventLoop::start().unwrap();
-    let mock = MockSplitQueue::new(&mem, QSIZE);
-    let err = fs
-        .activate(ActivateArgs {
-            mem: mem.clone(),
-            queues: vec![mock.create_queue::<Queue>().unwrap()],
-            queue_evts: vec![EventFd::new(libc::EFD_NONBLOCK).unwrap()],
-            interrupt: Arc::new(Interrupt::for_tests().unwrap()),
-            event_loop: event_loop.handle(),
-        })
-        .unwrap_err();
+    let queue = TestQueue::new(&mem, 0, QSIZE).queue();
+    let act = Activation::new(&mem, vec![queue], &event_loop);
+    let err = fs.activate(act.args).unwrap_err();
     assert!(err.to_string().contains("virtio-fs t"), "{err}");
     assert!(!fs.is_active());
     event_loop.stop();

@@ -33,7 +33,7 @@ use super::{
     status, ActivateArgs, Interrupt, Queue, QueueT, VirtioDevice, VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
 };
-use crate::devices::MmioDevice;
+use crate::devices::BusDevice;
 use crate::event_loop::EventLoopHandle;
 use crate::ratelimit::LogLimiter;
 use std::sync::Arc;
@@ -62,7 +62,9 @@ macro_rules! log {
     };
 }
 
-mod reg {
+/// Register offsets, as in the table above (QueueNotify is [`QUEUE_NOTIFY`]).
+#[allow(missing_docs)]
+pub mod reg {
     pub const MAGIC: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
     pub const DEVICE_ID: u64 = 0x008;
@@ -494,7 +496,7 @@ impl MmioTransport {
     }
 }
 
-impl MmioDevice for MmioTransport {
+impl BusDevice<u64> for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset >= CONFIG_SPACE {

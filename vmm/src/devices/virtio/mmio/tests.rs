@@ -1,4 +1,5 @@
 use super::*;
+use crate::devices::virtio::test_utils::{guest_memory, seeded, Replay};
 use crate::devices::virtio::{ActivateError, INT_CONFIG, INT_VRING};
 use crate::event_loop::EventLoop;
 use std::sync::Mutex;
@@ -14,6 +15,10 @@ struct Seen {
     activations: Vec<Activation>,
     resets: usize,
     config_writes: Vec<(u64, Vec<u8>)>,
+    /// Activated and not reset since.
+    active: bool,
+    /// Activations of a device that was already active.
+    double_activations: usize,
 }
 
 struct Dummy {
@@ -57,15 +62,16 @@ impl VirtioDevice for Dummy {
             .iter()
             .map(|q| (q.ready(), q.size(), q.desc_table()))
             .collect();
-        self.seen
-            .lock()
-            .unwrap()
-            .activations
-            .push((qs, args.queue_evts.len()));
+        let mut seen = self.seen.lock().unwrap();
+        seen.double_activations += usize::from(seen.active);
+        seen.active = true;
+        seen.activations.push((qs, args.queue_evts.len()));
         Ok(())
     }
     fn reset(&mut self) {
-        self.seen.lock().unwrap().resets += 1;
+        let mut seen = self.seen.lock().unwrap();
+        seen.resets += 1;
+        seen.active = false;
     }
 }
 
@@ -76,7 +82,7 @@ struct Fixture {
 }
 
 fn fixture(sizes: &[u16], fail_activate: bool) -> Fixture {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let mem = guest_memory(MEM_SIZE);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let dev = Dummy {
         sizes: sizes.to_vec(),
@@ -133,6 +139,16 @@ fn setup_queue(t: &mut MmioTransport, idx: u32, num: u32, desc: u64) {
     wr(t, reg::QUEUE_READY, 1);
 }
 
+/// The Linux driver's whole initialisation with queue 0 of 128 at 0x1_0000 (the other
+/// queues left disabled); the device must come up.
+fn bring_up(t: &mut MmioTransport) {
+    negotiate(t, V1);
+    setup_queue(t, 0, 128, 0x1_0000);
+    wr(t, reg::STATUS, ALL_OK);
+    assert_eq!(t.status(), ALL_OK);
+    assert!(t.is_activated());
+}
+
 const ALL_OK: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
 const V1: u64 = 1 << VIRTIO_F_VERSION_1;
 
@@ -173,11 +189,7 @@ fn negotiation_needs_version_1_and_masks_to_the_offer() {
 #[test]
 fn driver_ok_activates_with_the_driver_queues_and_notify_reaches_the_eventfd() {
     let mut f = fixture(&[256, 64], false);
-    negotiate(&mut f.t, V1);
-    setup_queue(&mut f.t, 0, 128, 0x1_0000);
-    wr(&mut f.t, reg::STATUS, ALL_OK);
-    assert_eq!(f.t.status(), ALL_OK);
-    assert!(f.t.is_activated());
+    bring_up(&mut f.t);
     {
         let seen = f.seen.lock().unwrap();
         assert_eq!(
@@ -298,28 +310,155 @@ fn config_space_any_width_and_bad_register_widths() {
     assert_eq!(f.t.status(), 0);
 }
 
-#[test]
-fn hostile_register_storm_never_panics() {
-    let mut f = fixture(&[256, 256], false);
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    for _ in 0..20_000 {
-        // xorshift: offsets, values and widths all over the window
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let off = ((x >> 8) % 0x140) & !3;
-        let v = (x >> 20) as u32;
-        let v = match x % 5 {
-            0 => v & 0xff,
-            1 => ALL_OK,
-            _ => v,
-        };
-        if x % 7 == 0 {
-            let mut b = [0u8; 8];
-            let len = 1 + (x % 8) as usize;
-            f.t.read(off, &mut b[..len]);
-        } else {
-            wr(&mut f.t, off, v);
-        }
+/// What the Dummy's config space holds (see `read_config`).
+const DUMMY_CONFIG: [u8; 8] = [10, 11, 12, 13, 14, 15, 16, 17];
+/// Every status bit the transport may show.
+const STATUS_BITS: u32 = ALL_OK | status::DEVICE_NEEDS_RESET | status::FAILED;
+/// The seed of the register storm.
+const STORM_SEED: u64 = 0x1234_5678_9abc_def1;
+
+/// Checks one read of `data.len()` bytes at `off` against what the registers may hold.
+fn check_read(f: &Fixture, off: u64, data: &[u8], replay: &Replay) {
+    if off >= CONFIG_SPACE {
+        let start = (off - CONFIG_SPACE) as usize;
+        let want: Vec<u8> = (start..start + data.len())
+            .map(|i| DUMMY_CONFIG.get(i).copied().unwrap_or(0))
+            .collect();
+        assert_eq!(data, want, "{replay}: config read at {off:#x}");
+        return;
     }
+    if data.len() != 4 {
+        assert!(
+            data.iter().all(|&b| b == 0),
+            "{replay}: {data:?} at {off:#x}"
+        );
+        return;
+    }
+    let v = u32::from_le_bytes(data.try_into().unwrap());
+    let want = match off {
+        reg::MAGIC => Some(MAGIC_VALUE),
+        reg::VERSION => Some(MMIO_VERSION),
+        reg::DEVICE_ID => Some(2),
+        reg::VENDOR_ID => Some(VENDOR_ID),
+        reg::STATUS => Some(f.t.status()),
+        reg::INTERRUPT_STATUS => Some(f.t.interrupt().status()),
+        _ => None,
+    };
+    if let Some(want) = want {
+        assert_eq!(v, want, "{replay}: register {off:#x}");
+    }
+    if off == reg::QUEUE_NUM_MAX {
+        assert!(v == 0 || v == 256, "{replay}: QueueNumMax {v}");
+    }
+}
+
+/// The transport and the device agree, whatever the driver did.
+fn check_consistent(f: &Fixture, replay: &Replay) {
+    let status = f.t.status();
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(status & !STATUS_BITS, 0, "{replay}: status {status:#x}");
+    assert_eq!(seen.double_activations, 0, "{replay}: activated twice");
+    assert_eq!(
+        seen.active,
+        f.t.is_activated(),
+        "{replay}: device and transport"
+    );
+    if f.t.is_activated() {
+        assert_ne!(
+            status & status::DRIVER_OK,
+            0,
+            "{replay}: active without DRIVER_OK"
+        );
+    }
+    if status & status::FEATURES_OK != 0 {
+        let acked = seen.acked.expect("FEATURES_OK without acked features");
+        assert_ne!(acked & V1, 0, "{replay}: FEATURES_OK without VERSION_1");
+        assert_eq!(
+            acked & !(V1 | 1 << 5),
+            0,
+            "{replay}: acked {acked:#x} not offered"
+        );
+    }
+}
+
+/// A write a driver might make, right or wrong: the next step of the status sequence,
+/// the VERSION_1 feature, queue registers with plausible and implausible values.
+fn driver_like_write(f: &mut Fixture, rng: &mut fastrand::Rng) {
+    let next_status = match f.t.status() & !status::DEVICE_NEEDS_RESET {
+        0 => 1,
+        1 => 3,
+        3 => 11,
+        11 => ALL_OK,
+        _ => 0,
+    };
+    let addr = [0x1_0000, 0x1_0008, MEM_SIZE as u32, rng.u32(..)];
+    let (off, v) = match rng.u32(..10) {
+        0..=2 => (reg::STATUS, next_status),
+        3 => (reg::DRIVER_FEATURES_SEL, rng.u32(..2)),
+        4 => (
+            reg::DRIVER_FEATURES,
+            [1, 1 << 5, rng.u32(..)][rng.usize(..3)],
+        ),
+        5 => (reg::QUEUE_SEL, rng.u32(..3)),
+        6 => (reg::QUEUE_NUM, [0, 3, 128, 256, 512][rng.usize(..5)]),
+        7 => (reg::QUEUE_READY, rng.u32(..2)),
+        8 => (reg::QUEUE_DESC_LOW, addr[rng.usize(..4)]),
+        _ => (QUEUE_NOTIFY, rng.u32(..3)),
+    };
+    wr(&mut f.t, off, v);
+}
+
+/// Random register accesses mixed with driver-like ones, so the storm walks the state
+/// machine: every read returns what the register holds (or zeros for a bad width), the
+/// transport and the device never disagree, and afterwards a reset and a proper
+/// initialisation bring the device up.
+#[test]
+fn hostile_register_storm_keeps_the_transport_consistent() {
+    let mut f = fixture(&[256, 256], false);
+    let mut rng = seeded(STORM_SEED);
+    let mut replay = Replay::new(STORM_SEED);
+    let (mut reads, mut activated, mut broken) = (0, 0, 0);
+    for round in 0..20_000 {
+        replay.round = round;
+        let off = rng.u64(..0x140) & !3;
+        match rng.u32(..7) {
+            0 => {
+                let mut b = [0xaau8; 8];
+                let len = rng.usize(1..=8);
+                f.t.read(off, &mut b[..len]);
+                check_read(&f, off, &b[..len], &replay);
+                reads += 1;
+            }
+            1 | 2 => wr(&mut f.t, off, rng.u32(..)),
+            _ => driver_like_write(&mut f, &mut rng),
+        }
+        check_consistent(&f, &replay);
+        activated += usize::from(f.t.is_activated());
+        broken += usize::from(f.t.status() & status::DEVICE_NEEDS_RESET != 0);
+    }
+    // The storm reached every state: reads, activations, and broken queue set-ups.
+    let activations = f.seen.lock().unwrap().activations.len();
+    assert!(
+        reads > 1000 && activations >= 10 && activated > 0 && broken > 0,
+        "seed {STORM_SEED:#x}: {reads} reads, {activations} activations, {activated} rounds \
+         active and {broken} broken"
+    );
+
+    // Reset: nothing of the storm is left, and a driver brings the device up again.
+    wr(&mut f.t, reg::STATUS, 0);
+    assert_eq!(f.t.status(), 0);
+    assert!(!f.t.is_activated());
+    assert_eq!(f.t.interrupt().status() & INT_CONFIG, 0);
+    let before = f.seen.lock().unwrap().activations.len();
+    bring_up(&mut f.t);
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen.activations.len(), before + 1);
+    assert_eq!(
+        seen.activations.last().unwrap().0,
+        vec![(true, 128, 0x1_0000), (false, 256, 0)]
+    );
+    drop(seen);
+    while f.t.queue_evts()[0].read().is_ok() {}
+    wr(&mut f.t, QUEUE_NOTIFY, 0);
+    assert_eq!(f.t.queue_evts()[0].read().unwrap(), 1);
 }

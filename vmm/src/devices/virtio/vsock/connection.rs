@@ -348,7 +348,7 @@ impl Connection {
             (Some(Op::Response), State::LocalInit) => {
                 self.state = State::Established;
                 self.deadline = None;
-                self.ack = format!("OK {}\n", self.local_port).into_bytes();
+                self.ack = runv_hvsock::handshake::ok_line(self.local_port).into_bytes();
                 self.flush_host(now);
                 if self.host_hup {
                     self.pending.set(Pending::RW);

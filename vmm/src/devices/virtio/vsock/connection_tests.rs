@@ -1,23 +1,13 @@
 use super::*;
 use std::io::Read;
 
-const GUEST_CID: u64 = 3;
+use crate::devices::virtio::test_utils::{self, vsock::GUEST_CID};
 const GUEST_PORT: u32 = 1000;
 const HOST_PORT: u32 = 52;
 
+/// A header from the guest end of the test connection.
 fn guest_hdr(op: Op, len: u32) -> Hdr {
-    Hdr {
-        src_cid: GUEST_CID,
-        dst_cid: HOST_CID,
-        src_port: GUEST_PORT,
-        dst_port: HOST_PORT,
-        len,
-        type_: TYPE_STREAM,
-        op: op as u16,
-        flags: 0,
-        buf_alloc: CONN_BUF_SIZE,
-        fwd_cnt: 0,
-    }
+    test_utils::vsock::guest_hdr(op, GUEST_PORT, HOST_PORT, len)
 }
 
 /// What the guest side of a test remembers: the credit the device granted.

@@ -1,15 +1,12 @@
 //! The virtio-vsock device: configuration (the guest's CID), features, activation and
 //! reset. The queues are served by [`super::handler::VsockHandler`] on the event loop.
 
-use super::handler::{VsockHandler, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
+use super::handler::{VsockHandler, RX_QUEUE, TX_QUEUE};
 use super::muxer::{self, Muxer};
-use crate::devices::virtio::{
-    read_config_bytes, ActivateArgs, ActivateError, VirtioDevice, TYPE_VSOCK,
-    VIRTIO_RING_F_EVENT_IDX,
-};
-use crate::event_loop::{EventLoopHandle, EventSet, HandlerId};
-use crate::ratelimit::LogLimiter;
-use std::os::fd::AsRawFd;
+use crate::config::options::{self, Key, Spec};
+use crate::devices::virtio::common::{queue_fds, Device, DeviceCommon, DeviceKind};
+use crate::devices::virtio::{ActivateArgs, ActivateError, TYPE_VSOCK, VIRTIO_RING_F_EVENT_IDX};
+use crate::event_loop::EventSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +17,7 @@ const QUEUE_SIZES: [u16; 3] = [256, 256, 16];
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// CIDs 0-2 are reserved and the CID must fit 32 bits, below VMADDR_CID_ANY.
-    #[error("vsock cid={0} is invalid: it must be between 3 and 4294967294")]
+    #[error("vsock cid={0} is invalid: {CID_RANGE}")]
     Cid(u64),
     /// The muxer (socket, epoll) could not be set up.
     #[error(transparent)]
@@ -41,61 +38,59 @@ pub struct VsockConfig {
 /// plus `_4294967295` must fit a sockaddr_un (107 bytes).
 pub const MAX_UDS_NAME_LEN: usize = 107 - "/proc/self/fd/4294967295/".len() - "_4294967295".len();
 
-impl std::str::FromStr for VsockConfig {
-    type Err = String;
+/// `--vsock cid=N,uds=PATH`.
+pub const OPTION: Spec = Spec::new(
+    "--vsock",
+    &[Key::required("cid", "N"), Key::required("uds", "PATH")],
+);
 
-    /// `cid=N,uds=PATH`.
+impl std::str::FromStr for VsockConfig {
+    type Err = options::Error;
+
+    /// `cid=N,uds=PATH`, see [`OPTION`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut cid = None;
-        let mut uds = None;
-        for part in s.split(',') {
-            match part.split_once('=') {
-                Some(("cid", v)) if cid.is_none() => {
-                    cid = Some(v.parse::<u64>().map_err(|_| {
-                        format!("--vsock {s:?}: cid {v:?} is not a number")
-                    })?)
-                }
-                Some(("uds", v)) if uds.is_none() && !v.is_empty() => uds = Some(PathBuf::from(v)),
-                _ => {
-                    return Err(format!(
-                        "--vsock {s:?}: unknown, repeated or empty part {part:?} (expected cid=N,uds=PATH)"
-                    ))
-                }
-            }
+        let o = OPTION.parse(s)?;
+        let cid: u64 = o.required("cid")?;
+        if !valid_cid(cid) {
+            return Err(o.invalid("cid", CID_RANGE));
         }
-        let cid = cid.ok_or_else(|| format!("--vsock {s:?}: cid=N is missing"))?;
-        if !(3..u64::from(u32::MAX)).contains(&cid) {
-            return Err(format!("--vsock {s:?}: {}", Error::Cid(cid)));
-        }
-        let uds = uds.ok_or_else(|| format!("--vsock {s:?}: uds=PATH is missing"))?;
+        let uds: PathBuf = o.required("uds")?;
         match uds.file_name() {
             Some(n) if n.len() <= MAX_UDS_NAME_LEN => {}
             Some(_) => {
-                return Err(format!(
-                    "--vsock {s:?}: the uds file name is longer than {MAX_UDS_NAME_LEN} bytes"
+                return Err(o.invalid(
+                    "uds",
+                    format!("the file name is longer than {MAX_UDS_NAME_LEN} bytes"),
                 ))
             }
-            None => return Err(format!("--vsock {s:?}: the uds path has no file name")),
+            None => return Err(o.invalid("uds", "the path has no file name")),
         }
         Ok(VsockConfig { cid, uds })
     }
 }
 
+/// CIDs 0-2 are reserved and the CID must fit 32 bits, below VMADDR_CID_ANY.
+fn valid_cid(cid: u64) -> bool {
+    (3..u64::from(u32::MAX)).contains(&cid)
+}
+
+const CID_RANGE: &str = "it must be between 3 and 4294967294";
+
 /// A hybrid-vsock device: guest CID `cid`, host side on the Unix socket `uds`.
-pub struct VsockDevice {
+pub type VsockDevice = Device<VsockKind>;
+
+/// What is virtio-vsock's own in a [`VsockDevice`].
+pub struct VsockKind {
     cid: u64,
     uds: PathBuf,
     muxer: Arc<Mutex<Muxer>>,
-    acked_features: u64,
-    active: Option<(EventLoopHandle, HandlerId)>,
-    log: LogLimiter,
 }
 
 impl std::fmt::Debug for VsockDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VsockDevice")
-            .field("cid", &self.cid)
-            .field("active", &self.active.is_some())
+            .field("cid", &self.kind.cid)
+            .field("active", &self.is_active())
             .finish()
     }
 }
@@ -103,37 +98,32 @@ impl std::fmt::Debug for VsockDevice {
 impl VsockDevice {
     /// Binds `uds` (which must not exist) and makes the device.
     pub fn new(cid: u64, uds: &Path) -> Result<Self, Error> {
-        if !(3..u64::from(u32::MAX)).contains(&cid) {
+        if !valid_cid(cid) {
             return Err(Error::Cid(cid));
         }
-        Ok(VsockDevice {
+        let kind = VsockKind {
             cid,
             uds: uds.to_path_buf(),
             muxer: Arc::new(Mutex::new(Muxer::new(cid, uds)?)),
-            acked_features: 0,
-            active: None,
-            log: LogLimiter::new(),
-        })
+        };
+        // struct virtio_vsock_config { le64 guest_cid; }
+        let config = cid.to_le_bytes();
+        Ok(Device::from_parts(
+            format!("virtio-vsock cid {cid}"),
+            &config,
+            kind,
+        ))
     }
 
     /// The guest's CID.
     pub fn cid(&self) -> u64 {
-        self.cid
-    }
-
-    fn name(&self) -> String {
-        format!("virtio-vsock cid {}", self.cid)
+        self.kind.cid
     }
 }
 
-impl VirtioDevice for VsockDevice {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &QUEUE_SIZES
-    }
+impl DeviceKind for VsockKind {
+    const DEVICE_TYPE: u32 = TYPE_VSOCK;
+    const QUEUE_MAX_SIZES: &'static [u16] = &QUEUE_SIZES;
 
     fn features(&self) -> u64 {
         // Stream sockets only (no SEQPACKET); VERSION_1 comes from the transport. EVENT_IDX
@@ -141,51 +131,20 @@ impl VirtioDevice for VsockDevice {
         1 << VIRTIO_RING_F_EVENT_IDX
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_vsock_config { le64 guest_cid; }
-        read_config_bytes(&self.cid.to_le_bytes(), offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        if self.log.allow() {
-            tracing::warn!(
-                "{}: guest wrote {} bytes to the read-only config at {offset:#x}, ignored",
-                self.name(),
-                data.len()
-            );
-        }
-    }
-
-    fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        let name = self.name();
-        let invalid = |reason: String| ActivateError::Invalid {
-            device: name.clone(),
-            reason,
-        };
-        if args.queues.len() != QUEUE_SIZES.len() || args.queue_evts.len() != QUEUE_SIZES.len() {
-            return Err(invalid(format!(
-                "{} queues and {} queue eventfds, expected {}",
-                args.queues.len(),
-                args.queue_evts.len(),
-                QUEUE_SIZES.len()
-            )));
-        }
-        if self.active.is_some() {
-            return Err(invalid("activated twice without a reset".into()));
-        }
+    fn activate(
+        &mut self,
+        common: &mut DeviceCommon,
+        args: ActivateArgs,
+    ) -> Result<(), ActivateError> {
+        common.check_queue_count(&args, QUEUE_SIZES.len())?;
+        common.check_inactive()?;
         let mut queues = args.queues;
         let txq = queues.swap_remove(TX_QUEUE);
         let rxq = queues.swap_remove(RX_QUEUE);
-        let mut fds: Vec<_> = [RX_QUEUE, TX_QUEUE, EVENT_QUEUE]
-            .iter()
-            .map(|&i| (args.queue_evts[i].as_raw_fd(), EventSet::IN))
-            .collect();
+        // Every queue's eventfd (RX, TX and the unused event queue's), then the muxer's.
+        let mut fds = queue_fds(&args.queue_evts);
         let handler = VsockHandler::new(
-            name.clone(),
+            common.name().to_string(),
             args.mem,
             rxq,
             txq,
@@ -194,28 +153,16 @@ impl VirtioDevice for VsockDevice {
             self.muxer.clone(),
         );
         fds.push((handler.muxer_fd(), EventSet::IN));
-        let id = args
-            .event_loop
-            .add_handler(Box::new(handler), &fds)
-            .map_err(|source| ActivateError::EventLoop {
-                device: name,
-                source,
-            })?;
-        self.active = Some((args.event_loop, id));
-        Ok(())
+        common.register(args.event_loop, Box::new(handler), &fds)
     }
 
-    fn reset(&mut self) {
-        if let Some((event_loop, id)) = self.active.take() {
-            // Waits for a callback in progress; the handler (queues, memory) is dropped.
-            event_loop.remove_handler(id);
-        }
+    fn reset(&mut self, _common: &mut DeviceCommon, _acked_features: u64) {
+        // The handler is gone (and with it its hold on the muxer): drop every connection.
         self.muxer.lock().unwrap_or_else(|e| e.into_inner()).reset();
-        self.acked_features = 0;
     }
 }
 
-impl Drop for VsockDevice {
+impl Drop for VsockKind {
     /// Removes the socket file now: the muxer (which also removes it) may outlive the
     /// device for a moment on the event-loop thread.
     fn drop(&mut self) {
@@ -230,6 +177,7 @@ impl Drop for VsockDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::VirtioDevice;
 
     fn uds(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("runv-vsock-dev-{}-{name}", std::process::id()))
@@ -266,25 +214,23 @@ mod tests {
             }
         );
         assert_eq!("uds=/a,cid=99".parse::<VsockConfig>().unwrap().cid, 99);
-        for (bad, says) in [
-            ("cid=3", "uds=PATH is missing"),
-            ("uds=/a", "cid=N is missing"),
-            ("cid=x,uds=/a", "cid \"x\""),
-            ("cid=2,uds=/a", "cid=2 is invalid"),
-            ("cid=4294967295,uds=/a", "is invalid"),
-            ("cid=3,uds=", "empty part"),
-            ("cid=3,cid=4,uds=/a", "repeated"),
-            ("cid=3,uds=/a,ro", "\"ro\""),
-        ] {
-            let e = bad.parse::<VsockConfig>().unwrap_err();
-            assert!(e.contains(says) && e.contains("--vsock"), "{bad}: {e}");
-        }
+        crate::config::options::assert_refused::<VsockConfig>(
+            &OPTION,
+            &[
+                ("cid=3", "uds= is missing"),
+                ("uds=/a", "cid= is missing"),
+                ("cid=x,uds=/a", "cid=x is invalid: invalid digit"),
+                ("cid=2,uds=/a", "cid=2 is invalid: it must be between 3"),
+                ("cid=4294967295,uds=/a", "is invalid"),
+                ("cid=3,uds=", "uds needs a value"),
+                ("cid=3,cid=4,uds=/a", "cid is given twice"),
+                ("cid=3,uds=/a,ro", "unknown key \"ro\""),
+                ("cid=3,uds=/", "uds=/ is invalid: the path has no file name"),
+            ],
+        );
         let long = format!("cid=3,uds=/{}", "x".repeat(MAX_UDS_NAME_LEN + 1));
-        assert!(long.parse::<VsockConfig>().unwrap_err().contains("longer"));
-        assert!("cid=3,uds=/"
-            .parse::<VsockConfig>()
-            .unwrap_err()
-            .contains("no file name"));
+        let e = long.parse::<VsockConfig>().unwrap_err().to_string();
+        assert!(e.contains("the file name is longer than"), "{e}");
         // A deep directory is fine: only the name counts.
         let deep = format!("cid=3,uds=/{}/v.sock", "d/".repeat(100));
         assert!(deep.parse::<VsockConfig>().is_ok());
@@ -292,31 +238,13 @@ mod tests {
 
     #[test]
     fn activation_checks_the_queue_count() {
+        use crate::devices::virtio::test_utils::{guest_memory, Activation};
         let path = uds("act");
         let mut dev = VsockDevice::new(3, &path).unwrap();
         let el = crate::event_loop::EventLoop::start().unwrap();
-        let mem = GuestMemoryMmapForTests::new();
-        let args = ActivateArgs {
-            mem: mem.0,
-            queues: Vec::new(),
-            queue_evts: Vec::new(),
-            interrupt: Arc::new(crate::devices::virtio::Interrupt::for_tests().unwrap()),
-            event_loop: el.handle(),
-        };
-        assert!(dev.activate(args).is_err());
+        let act = Activation::new(&guest_memory(0x1_0000), Vec::new(), &el);
+        let e = dev.activate(act.args).unwrap_err();
+        assert!(e.to_string().contains("0 queues"), "{e}");
         dev.reset();
-    }
-
-    struct GuestMemoryMmapForTests(crate::devices::virtio::GuestMemoryMmap);
-    impl GuestMemoryMmapForTests {
-        fn new() -> Self {
-            Self(
-                crate::devices::virtio::GuestMemoryMmap::from_ranges(&[(
-                    vm_memory::GuestAddress(0),
-                    0x1_0000,
-                )])
-                .unwrap(),
-            )
-        }
     }
 }

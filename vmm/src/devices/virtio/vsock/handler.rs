@@ -11,12 +11,13 @@
 use super::muxer::Muxer;
 use super::packet::Hdr;
 use super::MAX_PKT_DATA;
+use crate::devices::virtio::common::{add_used_in_range, next_chain};
 use crate::devices::virtio::{GuestMemoryMmap, Interrupt, Queue, QueueT};
 use crate::event_loop::{Event, EventHandler, EventOps, HandlerError};
 use crate::ratelimit::LogLimiter;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use virtio_queue::{DescriptorChain, QueueOwnedT};
+use virtio_queue::QueueOwnedT;
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -57,16 +58,6 @@ pub enum Error {
     Interrupt(std::io::Error),
 }
 
-/// The next chain of `queue`. `iter` (unlike `pop_descriptor_chain`) reports an avail
-/// index that runs more than a queue ahead: such a ring is broken, not empty.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-    name: &'static str,
-) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, Error> {
-    Ok(queue.iter(mem).map_err(ring(name))?.next())
-}
-
 fn ring(queue: &'static str) -> impl Fn(virtio_queue::Error) -> Error {
     move |source| Error::Ring { queue, source }
 }
@@ -79,21 +70,16 @@ fn add_used(
     len: u32,
     log: &mut LogLimiter,
 ) -> Result<bool, Error> {
-    if head >= queue.size() {
-        // A guest-written head index out of range has no used slot to go to.
-        if log.allow() {
-            tracing::warn!("vsock {name} queue: descriptor index {head} out of range, dropped");
-        }
-        return Ok(false);
+    let added = add_used_in_range(queue, mem, head, len).map_err(|source| Error::UsedRing {
+        queue: name,
+        head,
+        source,
+    })?;
+    // A guest-written head index out of range has no used slot to go to.
+    if !added && log.allow() {
+        tracing::warn!("vsock {name} queue: descriptor index {head} out of range, dropped");
     }
-    queue
-        .add_used(mem, head, len)
-        .map(|()| true)
-        .map_err(|source| Error::UsedRing {
-            queue: name,
-            head,
-            source,
-        })
+    Ok(added)
 }
 
 /// Hands every chain of the TX queue to the muxer. Returns whether the used ring changed.
@@ -108,7 +94,7 @@ pub fn process_tx(
         // No notifications while the queue is being drained; re-enabling them reports
         // chains that arrived in between (with EVENT_IDX it also sets avail_event).
         queue.disable_notification(mem).map_err(ring("tx"))?;
-        while let Some(mut chain) = next_chain(queue, mem, "tx")? {
+        while let Some(mut chain) = next_chain(queue, mem).map_err(ring("tx"))? {
             let head = chain.head_index();
             match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
                 Ok(pkt) => muxer.send_pkt(&Hdr::from_packet(&pkt), pkt.data_slice()),
@@ -158,7 +144,7 @@ fn fill_rx(
 ) -> Result<(bool, bool), Error> {
     let mut used = false;
     while muxer.has_pending_rx() {
-        let Some(mut chain) = next_chain(queue, mem, "rx")? else {
+        let Some(mut chain) = next_chain(queue, mem).map_err(ring("rx"))? else {
             return Ok((used, true));
         };
         let head = chain.head_index();

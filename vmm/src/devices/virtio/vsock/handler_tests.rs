@@ -1,22 +1,21 @@
 use super::*;
+use crate::devices::virtio::test_utils::vsock::{get_hdr, guest_hdr as guest, put_hdr, GUEST_CID};
+use crate::devices::virtio::test_utils::{
+    desc as d, guest_memory, RawDescriptor, TestQueue, F_NEXT as NEXT, F_WRITE as WRITE,
+};
 use crate::devices::virtio::vsock::packet::Op;
-use crate::devices::virtio::vsock::{uds, CONN_BUF_SIZE, HOST_CID, TYPE_STREAM};
+use crate::devices::virtio::vsock::{uds, HOST_CID};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress, VolatileSlice};
 
-const CID: u64 = 3;
+const CID: u64 = GUEST_CID;
 const QSIZE: u16 = 16;
-/// VRING_DESC_F_NEXT, VRING_DESC_F_WRITE.
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 const HDR: u32 = PKT_HEADER_SIZE as u32;
 
+/// A muxer on a socket in a fresh directory (removed at the end), and guest memory.
 struct Rig {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     mem: GuestMemoryMmap,
     muxer: Muxer,
     log: LogLimiter,
@@ -24,114 +23,42 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str) -> Rig {
-        let dir = std::env::temp_dir().join(format!("runv-vh-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let muxer = Muxer::new(CID, &dir.join("v.sock")).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("runv-vh-{name}-"))
+            .tempdir()
+            .unwrap();
+        let muxer = Muxer::new(CID, &dir.path().join("v.sock")).unwrap();
         Rig {
             dir,
-            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
+            mem: guest_memory(0x10_0000),
             muxer,
             log: LogLimiter::new(),
         }
     }
 }
 
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn d(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-}
-
-fn guest(op: Op, src_port: u32, dst_port: u32, len: u32) -> Hdr {
-    Hdr {
-        src_cid: CID,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        len,
-        type_: TYPE_STREAM,
-        op: op as u16,
-        flags: 0,
-        buf_alloc: CONN_BUF_SIZE,
-        fwd_cnt: 0,
-    }
-}
-
-/// Writes a header into guest memory as the driver would.
-fn put_hdr(mem: &GuestMemoryMmap, addr: u64, h: &Hdr) {
-    let mut raw = Vec::with_capacity(PKT_HEADER_SIZE);
-    raw.extend_from_slice(&h.src_cid.to_le_bytes());
-    raw.extend_from_slice(&h.dst_cid.to_le_bytes());
-    raw.extend_from_slice(&h.src_port.to_le_bytes());
-    raw.extend_from_slice(&h.dst_port.to_le_bytes());
-    raw.extend_from_slice(&h.len.to_le_bytes());
-    raw.extend_from_slice(&h.type_.to_le_bytes());
-    raw.extend_from_slice(&h.op.to_le_bytes());
-    raw.extend_from_slice(&h.flags.to_le_bytes());
-    raw.extend_from_slice(&h.buf_alloc.to_le_bytes());
-    raw.extend_from_slice(&h.fwd_cnt.to_le_bytes());
-    mem.write_slice(&raw, GuestAddress(addr)).unwrap();
-}
-
-fn get_hdr(mem: &GuestMemoryMmap, addr: u64) -> Hdr {
-    let u32_at = |o: u64| mem.read_obj::<u32>(GuestAddress(addr + o)).unwrap();
-    let u16_at = |o: u64| mem.read_obj::<u16>(GuestAddress(addr + o)).unwrap();
-    let u64_at = |o: u64| mem.read_obj::<u64>(GuestAddress(addr + o)).unwrap();
-    Hdr {
-        src_cid: u64_at(0),
-        dst_cid: u64_at(8),
-        src_port: u32_at(16),
-        dst_port: u32_at(20),
-        len: u32_at(24),
-        type_: u16_at(28),
-        op: u16_at(30),
-        flags: u32_at(32),
-        buf_alloc: u32_at(36),
-        fwd_cnt: u32_at(40),
-    }
-}
-
-fn used(vq: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
-    let n = vq.used().idx().load();
-    (0..n)
-        .map(|i| {
-            let e = vq.used().ring().ref_at(i as usize).unwrap().load();
-            (e.id(), e.len())
-        })
-        .collect()
-}
-
 #[test]
 fn a_request_to_a_closed_port_is_answered_with_rst() {
     let mut r = Rig::new("rst");
-    let txq_mock = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    let rxq_mock = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
+    let txq_mock = TestQueue::new(&r.mem, 0, QSIZE);
+    let rxq_mock = TestQueue::new(&r.mem, 0x4000, QSIZE);
     put_hdr(&r.mem, 0x1_0000, &guest(Op::Request, 1000, 77, 0));
-    txq_mock
-        .add_desc_chains(&[d(0x1_0000, HDR, 0, 0)], 0)
-        .unwrap();
-    let mut txq: Queue = txq_mock.create_queue().unwrap();
-    let mut rxq: Queue = rxq_mock.create_queue().unwrap();
+    txq_mock.add_raw(&[d(0x1_0000, HDR, 0, 0)], 0);
+    let mut txq: Queue = txq_mock.queue();
+    let mut rxq: Queue = rxq_mock.queue();
     assert!(process_tx(&mut txq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert_eq!(used(&txq_mock), [(0, 0)]);
+    assert_eq!(txq_mock.used(), [(0, 0)]);
     // No RX buffer yet: the RST waits.
     assert!(!process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    rxq_mock
-        .add_desc_chains(
-            &[
-                d(0x2_0000, HDR, WRITE | NEXT, 1),
-                d(0x3_0000, 4096, WRITE, 0),
-            ],
-            0,
-        )
-        .unwrap();
+    rxq_mock.add_raw(
+        &[
+            d(0x2_0000, HDR, WRITE | NEXT, 1),
+            d(0x3_0000, 4096, WRITE, 0),
+        ],
+        0,
+    );
     assert!(process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert_eq!(used(&rxq_mock), [(0, HDR)]);
+    assert_eq!(rxq_mock.used(), [(0, HDR)]);
     let h = get_hdr(&r.mem, 0x2_0000);
     assert_eq!(h.op(), Some(Op::Rst));
     assert_eq!(
@@ -144,25 +71,23 @@ fn a_request_to_a_closed_port_is_answered_with_rst() {
 #[test]
 fn data_reaches_the_host_and_comes_back_in_one_descriptor_buffers() {
     let mut r = Rig::new("data");
-    let listener = UnixListener::bind(uds::port_path(&r.dir.join("v.sock"), 80)).unwrap();
-    let txq_mock = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    let rxq_mock = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
+    let listener = UnixListener::bind(uds::port_path(&r.dir.path().join("v.sock"), 80)).unwrap();
+    let txq_mock = TestQueue::new(&r.mem, 0, QSIZE);
+    let rxq_mock = TestQueue::new(&r.mem, 0x4000, QSIZE);
     put_hdr(&r.mem, 0x1_0000, &guest(Op::Request, 1000, 80, 0));
     put_hdr(&r.mem, 0x1_1000, &guest(Op::Rw, 1000, 80, 5));
     r.mem.write_slice(b"hello", GuestAddress(0x1_2000)).unwrap();
-    txq_mock
-        .add_desc_chains(
-            &[
-                d(0x1_0000, HDR, 0, 0),
-                d(0x1_1000, HDR, NEXT, 2),
-                d(0x1_2000, 5, 0, 0),
-            ],
-            0,
-        )
-        .unwrap();
-    let mut txq: Queue = txq_mock.create_queue().unwrap();
+    txq_mock.add_raw(
+        &[
+            d(0x1_0000, HDR, 0, 0),
+            d(0x1_1000, HDR, NEXT, 2),
+            d(0x1_2000, 5, 0, 0),
+        ],
+        0,
+    );
+    let mut txq: Queue = txq_mock.queue();
     process_tx(&mut txq, &r.mem, &mut r.muxer, &mut r.log).unwrap();
-    assert_eq!(used(&txq_mock), [(0, 0), (1, 0)]);
+    assert_eq!(txq_mock.used(), [(0, 0), (1, 0)]);
     let (mut host, _) = listener.accept().unwrap();
     let mut b = [0u8; 5];
     host.read_exact(&mut b).unwrap();
@@ -173,18 +98,16 @@ fn data_reaches_the_host_and_comes_back_in_one_descriptor_buffers() {
         r.muxer.process_host_events().unwrap();
     }
     // Linux 6.2+ posts header and data in one descriptor.
-    rxq_mock
-        .add_desc_chains(
-            &[
-                d(0x2_0000, HDR + 4096, WRITE, 0),
-                d(0x3_0000, HDR + 4096, WRITE, 0),
-            ],
-            0,
-        )
-        .unwrap();
-    let mut rxq: Queue = rxq_mock.create_queue().unwrap();
+    rxq_mock.add_raw(
+        &[
+            d(0x2_0000, HDR + 4096, WRITE, 0),
+            d(0x3_0000, HDR + 4096, WRITE, 0),
+        ],
+        0,
+    );
+    let mut rxq: Queue = rxq_mock.queue();
     process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap();
-    let u = used(&rxq_mock);
+    let u = rxq_mock.used();
     assert_eq!(u[0], (0, HDR));
     assert_eq!(get_hdr(&r.mem, 0x2_0000).op(), Some(Op::Response));
     assert_eq!(u[1], (1, HDR + 5));
@@ -239,14 +162,14 @@ fn malformed_tx_chains_are_dropped_without_harm() {
         ),
     ];
     for (what, descs) in cases {
-        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-        vq.add_desc_chains(&descs, 0).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let vq = TestQueue::new(&r.mem, 0, QSIZE);
+        vq.add_raw(&descs, 0);
+        let mut q: Queue = vq.queue();
         assert!(
             process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap(),
             "{what}"
         );
-        assert_eq!(used(&vq), [(0, 0)], "{what}");
+        assert_eq!(vq.used(), [(0, 0)], "{what}");
         // Nothing reached a connection; at most a RST for the unknown port.
         assert_eq!(r.muxer.connection_count(), 0, "{what}");
         let mut buf = [0u8; 64];
@@ -268,16 +191,16 @@ fn send_unknown_rw(r: &mut Rig) {
 fn hostile_ring_indexes_are_skipped_or_break_the_device() {
     let mut r = Rig::new("idx");
     // A head index beyond the queue: no used slot to return it to, so it is skipped.
-    let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    vq.avail().ring().ref_at(0).unwrap().store(200);
-    vq.avail().idx().store(1);
-    let mut q: Queue = vq.create_queue().unwrap();
+    let vq = TestQueue::new(&r.mem, 0, QSIZE);
+    vq.mock().avail().ring().ref_at(0).unwrap().store(200);
+    vq.mock().avail().idx().store(1);
+    let mut q: Queue = vq.queue();
     assert!(!process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap());
     // An avail index far ahead of the ring: a broken ring, so the device stops (and the
     // guest sees DEVICE_NEEDS_RESET) rather than sitting idle.
-    let vq = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
-    vq.avail().idx().store(1000);
-    let mut q: Queue = vq.create_queue().unwrap();
+    let vq = TestQueue::new(&r.mem, 0x4000, QSIZE);
+    vq.mock().avail().idx().store(1000);
+    let mut q: Queue = vq.queue();
     let e = process_tx(&mut q, &r.mem, &mut r.muxer, &mut r.log).unwrap_err();
     assert!(matches!(e, Error::Ring { queue: "tx", .. }), "{e}");
     send_unknown_rw(&mut r);
@@ -288,13 +211,13 @@ fn hostile_ring_indexes_are_skipped_or_break_the_device() {
 fn malformed_rx_chains_are_returned_and_the_packet_waits_for_a_good_one() {
     let mut r = Rig::new("badrx");
     put_hdr(&r.mem, 0x1_0000, &guest(Op::Request, 1000, 77, 0));
-    let txm = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    txm.add_desc_chains(&[d(0x1_0000, HDR, 0, 0)], 0).unwrap();
-    let mut txq: Queue = txm.create_queue().unwrap();
+    let txm = TestQueue::new(&r.mem, 0, QSIZE);
+    txm.add_raw(&[d(0x1_0000, HDR, 0, 0)], 0);
+    let mut txq: Queue = txm.queue();
     process_tx(&mut txq, &r.mem, &mut r.muxer, &mut r.log).unwrap();
 
-    let rxm = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
-    rxm.add_desc_chains(
+    let rxm = TestQueue::new(&r.mem, 0x4000, QSIZE);
+    rxm.add_raw(
         &[
             // read-only header
             d(0x2_0000, HDR, NEXT, 1),
@@ -312,58 +235,43 @@ fn malformed_rx_chains_are_returned_and_the_packet_waits_for_a_good_one() {
             d(0x3_0000, 4096, WRITE, 0),
         ],
         0,
-    )
-    .unwrap();
-    let mut rxq: Queue = rxm.create_queue().unwrap();
+    );
+    let mut rxq: Queue = rxm.queue();
     assert!(process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert_eq!(used(&rxm), [(0, 0), (2, 0), (3, 0), (5, 0), (7, HDR)]);
+    assert_eq!(rxm.used(), [(0, 0), (2, 0), (3, 0), (5, 0), (7, HDR)]);
     assert_eq!(get_hdr(&r.mem, 0x2_0000).op(), Some(Op::Rst));
 }
 
 #[test]
 fn the_device_serves_its_queues_on_the_event_loop() {
+    use crate::devices::virtio::test_utils::Activation;
     use crate::devices::virtio::vsock::VsockDevice;
-    use crate::devices::virtio::{ActivateArgs, Interrupt, VirtioDevice};
+    use crate::devices::virtio::VirtioDevice;
     use std::time::{Duration, Instant};
 
     let r = Rig::new("dev");
-    let uds = r.dir.join("dev.sock");
+    let uds = r.dir.path().join("dev.sock");
     let mut dev = VsockDevice::new(CID, &uds).unwrap();
     let el = crate::event_loop::EventLoop::start().unwrap();
-    let rxm = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    let txm = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
-    let evm = MockSplitQueue::create(&r.mem, GuestAddress(0x8000), QSIZE);
-    rxm.add_desc_chains(
+    let rxm = TestQueue::new(&r.mem, 0, QSIZE);
+    let txm = TestQueue::new(&r.mem, 0x4000, QSIZE);
+    let evm = TestQueue::new(&r.mem, 0x8000, QSIZE);
+    rxm.add_raw(
         &[
             d(0x2_0000, HDR, WRITE | NEXT, 1),
             d(0x3_0000, 4096, WRITE, 0),
         ],
         0,
-    )
-    .unwrap();
-    let evts: Vec<EventFd> = (0..3)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let kick_tx = evts[TX_QUEUE].try_clone().unwrap();
-    let interrupt = Arc::new(Interrupt::for_tests().unwrap());
-    dev.activate(ActivateArgs {
-        mem: r.mem.clone(),
-        queues: vec![
-            rxm.create_queue().unwrap(),
-            txm.create_queue().unwrap(),
-            evm.create_queue().unwrap(),
-        ],
-        queue_evts: evts,
-        interrupt: interrupt.clone(),
-        event_loop: el.handle(),
-    })
-    .unwrap();
+    );
+    let act = Activation::new(&r.mem, vec![rxm.queue(), txm.queue(), evm.queue()], &el);
+    let (kick_tx, interrupt) = (&act.kicks[TX_QUEUE], act.interrupt.clone());
+    dev.activate(act.args).unwrap();
 
     // A host client asks for guest port 5000: the REQUEST lands in the RX queue.
     let mut client = std::os::unix::net::UnixStream::connect(&uds).unwrap();
     client.write_all(b"CONNECT 5000\n").unwrap();
     let t0 = Instant::now();
-    while rxm.used().idx().load() == 0 {
+    while rxm.used_idx() == 0 {
         assert!(t0.elapsed() < Duration::from_secs(5), "no REQUEST");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -377,7 +285,7 @@ fn the_device_serves_its_queues_on_the_event_loop() {
         0x1_0000,
         &guest(Op::Response, 5000, req.src_port, 0),
     );
-    txm.add_desc_chains(&[d(0x1_0000, HDR, 0, 0)], 0).unwrap();
+    txm.add_raw(&[d(0x1_0000, HDR, 0, 0)], 0);
     kick_tx.write(1).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -398,34 +306,28 @@ fn the_device_serves_its_queues_on_the_event_loop() {
 #[test]
 fn with_event_idx_avail_event_follows_the_device() {
     let mut r = Rig::new("evidx");
-    let txm = MockSplitQueue::create(&r.mem, GuestAddress(0), QSIZE);
-    let rxm = MockSplitQueue::create(&r.mem, GuestAddress(0x4000), QSIZE);
+    let txm = TestQueue::new(&r.mem, 0, QSIZE);
+    let rxm = TestQueue::new(&r.mem, 0x4000, QSIZE);
     put_hdr(&r.mem, 0x1_0000, &guest(Op::Request, 1000, 77, 0));
-    txm.add_desc_chains(&[d(0x1_0000, HDR, 0, 0), d(0x1_0000, HDR, 0, 0)], 0)
-        .unwrap();
-    let mut txq: Queue = txm.create_queue().unwrap();
-    let mut rxq: Queue = rxm.create_queue().unwrap();
+    txm.add_raw(&[d(0x1_0000, HDR, 0, 0), d(0x1_0000, HDR, 0, 0)], 0);
+    let mut txq: Queue = txm.queue();
+    let mut rxq: Queue = rxm.queue();
     txq.set_event_idx(true);
     rxq.set_event_idx(true);
-    let avail_event = |vq: &MockSplitQueue<'_, GuestMemoryMmap>| -> u16 {
-        let at = vq.used_addr().0 + 4 + 8 * u64::from(QSIZE);
-        r.mem.read_obj(GuestAddress(at)).unwrap()
-    };
     assert!(process_tx(&mut txq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
     // The driver is asked to notify when it adds chain number 2.
-    assert_eq!(avail_event(&txm), 2);
+    assert_eq!(txm.avail_event(), 2);
     // Two RSTs and no RX buffer: starved; notify us about the first buffer.
     assert!(!process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert_eq!(avail_event(&rxm), 0);
-    rxm.add_desc_chains(
+    assert_eq!(rxm.avail_event(), 0);
+    rxm.add_raw(
         &[
             d(0x2_0000, HDR, WRITE | NEXT, 1),
             d(0x3_0000, 4096, WRITE, 0),
         ],
         0,
-    )
-    .unwrap();
+    );
     assert!(process_rx(&mut rxq, &r.mem, &mut r.muxer, &mut r.log).unwrap());
-    assert_eq!(avail_event(&rxm), 1);
+    assert_eq!(rxm.avail_event(), 1);
     assert!(r.muxer.has_pending_rx());
 }

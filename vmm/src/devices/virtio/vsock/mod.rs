@@ -20,7 +20,6 @@
 pub mod connection;
 pub mod device;
 pub mod handler;
-pub mod handshake;
 pub mod muxer;
 mod packet;
 pub mod uds;

@@ -8,11 +8,11 @@
 //! something to send (each at most once, served round robin).
 
 use super::connection::{Connection, ResetCause, State};
-use super::handshake::{Handshake, Progress};
 use super::packet::{Hdr, Op};
 use super::uds::{self, Listener};
 use super::{HOST_CID, MAX_CONNECTIONS, TYPE_STREAM};
 use crate::ratelimit::LogLimiter;
+use runv_hvsock::handshake::{Handshake, Progress};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};

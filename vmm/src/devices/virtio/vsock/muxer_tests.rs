@@ -1,25 +1,21 @@
 use super::*;
+use crate::devices::virtio::test_utils::vsock::{guest_hdr, GUEST_CID};
+use crate::devices::virtio::test_utils::{seeded, Replay};
 use crate::devices::virtio::vsock::{CONN_BUF_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 
-const CID: u64 = 3;
+const CID: u64 = GUEST_CID;
 
-struct Dir(PathBuf);
+/// A directory for the muxer's sockets, removed at the end.
+struct Dir(tempfile::TempDir);
 impl Dir {
     fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("runv-mux-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+        let prefix = format!("runv-mux-{name}-");
+        Dir(tempfile::Builder::new().prefix(&prefix).tempdir().unwrap())
     }
     fn uds(&self) -> PathBuf {
-        self.0.join("v.sock")
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join("v.sock")
     }
 }
 
@@ -40,16 +36,7 @@ fn recv_all(m: &mut Muxer) -> Vec<(Hdr, Vec<u8>)> {
 }
 
 fn guest(op: Op, guest_port: u32, host_port: u32) -> Hdr {
-    Hdr {
-        src_cid: CID,
-        dst_cid: HOST_CID,
-        src_port: guest_port,
-        dst_port: host_port,
-        type_: TYPE_STREAM,
-        op: op as u16,
-        buf_alloc: CONN_BUF_SIZE,
-        ..Hdr::default()
-    }
+    guest_hdr(op, guest_port, host_port, 0)
 }
 
 fn send_data(m: &mut Muxer, guest_port: u32, host_port: u32, data: &[u8]) {
@@ -392,18 +379,12 @@ fn an_unanswered_request_times_out_with_rst_and_the_client_sees_eof() {
     assert!(rest.is_empty());
 }
 
-/// A small xorshift PRNG: the fuzz test is seeded, so a failure replays.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
+/// The seed of the packet fuzz.
+const FUZZ_SEED: u64 = 0x5eed_1234_abcd_0001;
+
+/// One of `from`, at random.
+fn pick<T: Copy>(rng: &mut fastrand::Rng, from: &[T]) -> T {
+    from[rng.usize(..from.len())]
 }
 
 #[test]
@@ -417,22 +398,27 @@ fn seeded_fuzz_of_guest_packets_keeps_every_bound() {
     stalled.set_nonblocking(true).unwrap();
     let mut hosts = Vec::new();
     let mut parked = Vec::new();
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = seeded(FUZZ_SEED);
+    let mut replay = Replay::new(FUZZ_SEED);
     let mut payload = vec![0xa5u8; 70_000];
     for round in 0..20_000u32 {
-        let op = rng.pick(&[0u16, 1, 1, 2, 3, 4, 5, 5, 5, 5, 6, 7, 8, 0xffff]);
-        let len = rng.pick(&[0u32, 1, 100, 4096, 65536]);
+        replay.round = u64::from(round);
+        let op = pick(
+            &mut rng,
+            &[0u16, 1, 1, 2, 3, 4, 5, 5, 5, 5, 6, 7, 8, 0xffff],
+        );
+        let len = pick(&mut rng, &[0u32, 1, 100, 4096, 65536]);
         let h = Hdr {
-            src_cid: rng.pick(&[CID, CID, CID, 2, 0xffff_ffff]),
-            dst_cid: rng.pick(&[HOST_CID, HOST_CID, HOST_CID, CID, 1]),
-            src_port: rng.pick(&[1, 2, 3, 1 << 31]),
-            dst_port: rng.pick(&[80, 81, 82, FIRST_LOCAL_PORT]),
+            src_cid: pick(&mut rng, &[CID, CID, CID, 2, 0xffff_ffff]),
+            dst_cid: pick(&mut rng, &[HOST_CID, HOST_CID, HOST_CID, CID, 1]),
+            src_port: pick(&mut rng, &[1, 2, 3, 1 << 31]),
+            dst_port: pick(&mut rng, &[80, 81, 82, FIRST_LOCAL_PORT]),
             len,
-            type_: rng.pick(&[TYPE_STREAM, TYPE_STREAM, TYPE_STREAM, 2]),
+            type_: pick(&mut rng, &[TYPE_STREAM, TYPE_STREAM, TYPE_STREAM, 2]),
             op,
-            flags: rng.pick(&[0, 1, 2, 3, 0xffff_ffff]),
-            buf_alloc: rng.pick(&[0, 1, 4096, CONN_BUF_SIZE, u32::MAX]),
-            fwd_cnt: rng.next() as u32,
+            flags: pick(&mut rng, &[0, 1, 2, 3, 0xffff_ffff]),
+            buf_alloc: pick(&mut rng, &[0, 1, 4096, CONN_BUF_SIZE, u32::MAX]),
+            fwd_cnt: rng.u32(..),
         };
         let data = VolatileSlice::from(&mut payload[..len as usize]);
         m.send_pkt(&h, (len > 0).then_some(&data));
@@ -452,24 +438,30 @@ fn seeded_fuzz_of_guest_packets_keeps_every_bound() {
             m.process_host_events().unwrap();
         }
         if round % 3 == 0 {
-            let mut buf = vec![0u8; rng.pick(&[1usize, 44, 4096, 65536])];
-            for _ in 0..rng.pick(&[1, 10, 1000]) {
+            let mut buf = vec![0u8; pick(&mut rng, &[1usize, 44, 4096, 65536])];
+            for _ in 0..pick(&mut rng, &[1, 10, 1000]) {
                 match m.recv_pkt(&VolatileSlice::from(&mut buf[..])) {
                     Some(p) => {
-                        assert!(p.len as usize <= buf.len());
-                        assert_eq!((p.src_cid, p.dst_cid), (HOST_CID, CID));
+                        assert!(p.len as usize <= buf.len(), "{replay}");
+                        assert_eq!((p.src_cid, p.dst_cid), (HOST_CID, CID), "{replay}");
                     }
                     None => break,
                 }
             }
         }
-        assert!(m.rsts.len() <= MAX_RSTS);
-        assert!(m.connection_count() <= MAX_CONNECTIONS);
-        assert!(m.buffered_bytes() <= m.connection_count() * CONN_BUF_SIZE as usize);
-        assert!(m.rxq.len() <= m.connection_count());
+        assert!(m.rsts.len() <= MAX_RSTS, "{replay}");
+        assert!(m.connection_count() <= MAX_CONNECTIONS, "{replay}");
+        assert!(
+            m.buffered_bytes() <= m.connection_count() * CONN_BUF_SIZE as usize,
+            "{replay}"
+        );
+        assert!(m.rxq.len() <= m.connection_count(), "{replay}");
     }
     // The fuzz reached both kinds of host listener.
-    assert!(!hosts.is_empty() && !parked.is_empty());
+    assert!(
+        !hosts.is_empty() && !parked.is_empty(),
+        "seed {FUZZ_SEED:#x}: the fuzz reached no host listener of one kind"
+    );
 }
 
 #[test]
