@@ -338,6 +338,7 @@ impl Drop for EventLoop {
 }
 
 fn run(inner: &Inner) {
+    crate::seccomp::apply_or_exit(crate::seccomp::Thread::Devices);
     let mut limiter = LogLimiter::new();
     let mut events = vec![EpollEvent::default(); EVENT_BATCH];
     loop {

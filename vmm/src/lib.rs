@@ -9,8 +9,10 @@ pub mod devices;
 pub mod event_loop;
 pub mod exit;
 pub mod host;
+pub mod jail;
 pub mod memory;
 pub mod ratelimit;
+pub mod seccomp;
 pub mod vm;
 
 pub use config::{Console, VmConfig};

@@ -1,8 +1,8 @@
 //! `runv-vmm`: boots one micro-VM and exits with its status.
 //!
 //! Exit status: 0 the guest powered off (ACPI S5); 1 a KVM or VMM error; 2 bad arguments;
-//! 3 the guest reset the machine; 4 the guest kernel panicked. Anything but 0 comes with
-//! a one-line reason on stderr.
+//! 3 the guest reset the machine; 4 the guest kernel panicked; 5 a thread made a system
+//! call its seccomp filter forbids. Anything but 0 comes with a one-line reason on stderr.
 
 use clap::Parser;
 use runv_vmm::devices::virtio::block::BlockConfig;
@@ -61,6 +61,22 @@ struct Args {
     /// IFF_VNET_HDR): fd=N,mac=MAC[,mtu=N] (repeatable, one device each: eth0, eth1 ...).
     #[arg(long = "net", value_name = "fd=N,mac=MAC[,mtu=N]")]
     net: Vec<NetConfig>,
+    /// Run jailed: new PID, mount, IPC and UTS namespaces, a root holding only the VM's
+    /// files and /dev/kvm, and only the capabilities virtio-fs needs (docs/security.md).
+    #[arg(long)]
+    jail: bool,
+    /// With --jail: at most N open files (virtio-fs holds one per guest inode it knows).
+    #[arg(long, value_name = "N", default_value_t = runv_vmm::jail::DEFAULT_OPEN_FILES)]
+    open_files: u64,
+    /// Per-thread seccomp filters: trap (a forbidden call ends the VMM with status 5),
+    /// log (allowed and reported in the kernel's audit log), or off.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "trap",
+        env = "RUNV_VMM_SECCOMP"
+    )]
+    seccomp: runv_vmm::seccomp::Mode,
 }
 
 fn main() {
@@ -88,6 +104,11 @@ fn main() {
         println!("{cmdline}");
         return;
     }
+    let args_jail = Confinement {
+        jail: args.jail,
+        open_files: args.open_files,
+        seccomp: args.seccomp,
+    };
     let config = VmConfig {
         kernel: args.kernel.expect("clap requires --kernel"),
         initrd: args.initrd,
@@ -101,6 +122,10 @@ fn main() {
         vsock: args.vsock,
         net: args.net,
     };
+    if let Err(e) = confine(&config, &args_jail) {
+        eprintln!("runv-vmm: {e}");
+        std::process::exit(1);
+    }
     let code = match runv_vmm::run(&config) {
         Ok(ExitReason::PowerOff) => 0,
         Ok(reason) => {
@@ -113,6 +138,25 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// How the VMM confines itself before it builds the VM.
+struct Confinement {
+    jail: bool,
+    open_files: u64,
+    seccomp: runv_vmm::seccomp::Mode,
+}
+
+/// Compiles the seccomp filters (the threads install them), and with `--jail` enters the
+/// jail. The host checks that need its /sys run first.
+fn confine(config: &VmConfig, c: &Confinement) -> Result<(), Box<dyn std::error::Error>> {
+    config.validate()?;
+    runv_vmm::host::check_kvm_backend(std::path::Path::new(runv_vmm::host::SYS_MODULE))?;
+    runv_vmm::seccomp::prepare(c.seccomp)?;
+    if c.jail {
+        runv_vmm::jail::enter(&runv_vmm::jail::JailSpec::for_vm(config, c.open_files)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -324,6 +324,7 @@ impl Vm {
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
+                    crate::seccomp::apply_or_exit(crate::seccomp::Thread::Vcpu);
                     vcpu.run(rx);
                     let _ = done.send(id);
                 })
@@ -336,6 +337,8 @@ impl Vm {
         for t in &threads {
             let _ = t.events.send(VcpuEvent::Start);
         }
+        // Every thread is started: the main thread only waits and stops them from here.
+        crate::seccomp::apply_or_exit(crate::seccomp::Thread::Main);
         // The Vm keeps a sender, so this returns only when something reports an end.
         let reason = self
             .exit_rx
