@@ -31,6 +31,11 @@ pub enum VmmError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("host cgroup {}: {source}", path.display())]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("starting {}: {source}", vmm.display())]
     Spawn {
         vmm: PathBuf,
@@ -91,6 +96,9 @@ pub struct VmmLaunch {
     pub netns: Option<PathBuf>,
     /// One virtio-net device each; the fds must stay open in runv until `spawn`.
     pub nics: Vec<NicArg>,
+    /// Host cgroup directories the VMM starts in (joined before exec, so the process
+    /// it forks into its PID namespace is in them too).
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// What runv adds to runv-vmm's guest kernel command line (runv-vmm owns the line
@@ -135,6 +143,9 @@ impl VmmLaunch {
             self.console.display().to_string(),
             "--console-limit".into(),
             self.console_limit.to_string(),
+            // Its own namespaces, a root with only the VM's files, few capabilities
+            // (docs/security.md); seccomp filters are on by default.
+            "--jail".into(),
         ]);
         for n in &self.nics {
             args.extend([
@@ -176,12 +187,30 @@ impl VmmLaunch {
             setns_in_child(&mut cmd, open_netns(p)?);
         }
         let taps: Vec<RawFd> = self.nics.iter().map(|n| n.fd).collect();
-        // SAFETY: setsid, fcntl, sigemptyset, pthread_sigmask and prctl are
-        // async-signal-safe; the set lives on the child's stack; `taps` was allocated
-        // before the fork and is only read. The VMM kicks its vCPU threads with signals,
+        let cgroup_procs = self
+            .cgroups
+            .iter()
+            .map(|d| {
+                let path = d.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| VmmError::Cgroup { path, source })
+            })
+            .collect::<Result<Vec<File>, _>>()?;
+        // SAFETY: write, setsid, fcntl, sigemptyset, pthread_sigmask and prctl are
+        // async-signal-safe; the set lives on the child's stack; `taps` and
+        // `cgroup_procs` were made before the fork and are only read. The VMM kicks its vCPU threads with signals,
         // so it must not start with the caller's blocked mask.
         unsafe {
             cmd.pre_exec(move || {
+                // "0" is the writer itself: the VMM is in the sandbox's cgroups from
+                // its first instruction.
+                for f in &cgroup_procs {
+                    if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 cloexec_inherited();
                 // The taps are the VMM's to keep: inherited under their numbers.
                 for &fd in &taps {
@@ -238,6 +267,37 @@ pub fn wait_gone(p: &HostProcess, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// How long runv-vmm's supervisor gets to SIGKILL and reap the VMM on SIGTERM.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends a sandbox's runv-vmm: SIGTERM, on which its jail's supervisor SIGKILLs the
+/// jailed VMM and exits once it has reaped it (so no VMM outlives this call), then
+/// SIGKILL if it is still there after [`SUPERVISOR_GRACE`]. True if it is gone within
+/// `limit`.
+pub fn stop(p: &HostProcess, limit: Duration) -> bool {
+    kill(p, libc::SIGTERM);
+    if wait_gone(p, SUPERVISOR_GRACE.min(limit)) {
+        return true;
+    }
+    kill(p, libc::SIGKILL);
+    wait_gone(p, limit)
+}
+
+/// [`stop`] for the runv-vmm runv just started (and must reap).
+pub fn stop_child(child: &mut Child) {
+    // SAFETY: kill has no memory effects; the child is unreaped, so its PID is its own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < SUPERVISOR_GRACE {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// SIGKILLs `p` if it is still the recorded process.
@@ -331,6 +391,7 @@ mod tests {
                 mac: [2, 0x42, 0xac, 0x11, 0, 2],
                 mtu: 1400,
             }],
+            cgroups: vec![],
         };
         let a = l.args().join(" ");
         assert!(
@@ -351,6 +412,7 @@ mod tests {
             a.contains("--net fd=9,mac=02:42:ac:11:00:02,mtu=1400"),
             "{a}"
         );
+        assert!(a.contains("--jail"), "{a}");
     }
 
     /// A launch of `vmm` whose files are in `dir` (log: `dir/log`).
@@ -368,6 +430,7 @@ mod tests {
             log: dir.join("log"),
             netns: None,
             nics: vec![],
+            cgroups: vec![],
         }
     }
 

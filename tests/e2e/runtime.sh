@@ -421,7 +421,10 @@ case_wedged() {
   local id=wedged-kill vmm
   running $id -- sleep 1000
   vmm=$(vmm_pids)
-  check "wedged: the sandbox has one runv-vmm ($vmm)" test "$(wc -w <<<"$vmm")" = 1
+  # runv-vmm runs jailed: the process runv started (the jail's supervisor) and the VMM,
+  # its child in a PID namespace of its own. Both are stopped.
+  check "wedged: the sandbox has one runv-vmm, jailed under its supervisor ($vmm)" \
+    bash -c '[[ $(wc -w <<<"$1") == 2 ]] && pgrep -P "${1%%[[:space:]]*}" -x runv-vmm >/dev/null' _ "$vmm"
   kill -STOP $vmm
   rt kill $id 9
   check "wedged: kill ID 9 exits 0 while the VMM is stopped" test $? = 0

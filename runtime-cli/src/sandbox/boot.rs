@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{boot_details, vsock_path, SandboxError};
 use crate::state::{HostProcess, State};
 use crate::vmm::{NicArg, VmmLaunch, SHARE_TAG};
-use crate::{agent, cgroups, dns_relay, network};
+use crate::{agent, dns_relay, network, vmm};
 
 const BOOT_PLAN: &str = "boot.json";
 
@@ -117,6 +117,7 @@ pub fn boot(dir: &Path, state: &mut State, plan: &BootPlan) -> Result<Booted, Sa
                 mtu: t.mtu,
             })
             .collect(),
+        cgroups: state.cgroup_dirs.clone(),
     };
     tracing::debug!(args = ?launch.args(), "starting runv-vmm");
     let mut child = match launch.spawn() {
@@ -132,7 +133,7 @@ pub fn boot(dir: &Path, state: &mut State, plan: &BootPlan) -> Result<Booted, Sa
     let config = attachment.config.clone();
     drop(attachment);
     let vmm_pid = child.id() as i32;
-    let mut warnings = cgroups::join(&state.cgroup_dirs, vmm_pid);
+    let mut warnings = Vec::new();
     match talk(&mut child, dir, &uds, state, plan, config) {
         Ok(()) => {
             state.vmm = HostProcess::of(vmm_pid);
@@ -146,8 +147,7 @@ pub fn boot(dir: &Path, state: &mut State, plan: &BootPlan) -> Result<Booted, Sa
             })
         }
         Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            vmm::stop_child(&mut child);
             undo_net(&mut warnings);
             warnings.iter().for_each(|w| tracing::warn!("{w}"));
             Err(e)

@@ -5,6 +5,7 @@
 
 pub mod boot;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
@@ -86,9 +87,11 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
-/// The VMM's hybrid vsock socket of a container directory.
+/// The VMM's hybrid vsock socket of a container directory. It has a directory of its
+/// own (with the shims' `<socket>_<port>` listeners): the one part of the container
+/// directory the jailed VMM sees writable, so it cannot touch state.json.
 pub fn vsock_path(dir: &Path) -> PathBuf {
-    dir.join("v.sock")
+    dir.join("vsock").join("v.sock")
 }
 
 /// Where a container's shims log when runv has no `--log`.
@@ -297,6 +300,15 @@ fn build(
 
     let netns = netns_of(spec);
     let uds = vsock_path(dir);
+    if let Some(vsock_dir) = uds.parent() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(vsock_dir)
+            .map_err(|e| SandboxError::Bundle {
+                bundle: vsock_dir.into(),
+                reason: e.to_string(),
+            })?;
+    }
     let process = spec.process().clone();
     let terminal = process.as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
@@ -453,7 +465,8 @@ pub fn status(state: &State) -> Status {
 pub enum Teardown {
     /// Ask the agent to power off, then kill the VMM if it does not.
     Graceful,
-    /// SIGKILL the VMM at once (`delete --force` of a wedged sandbox).
+    /// Kill the VMM at once (`delete --force` of a wedged sandbox): its supervisor
+    /// SIGKILLs it on SIGTERM, runv SIGKILLs a supervisor that does not end.
     Kill,
 }
 
@@ -480,8 +493,7 @@ pub fn destroy(locked: Locked, state: &State, how: Teardown) -> Result<Vec<Strin
                 ));
             }
         }
-        vmm::kill(v, libc::SIGKILL);
-        if !vmm::wait_gone(v, agent::TEARDOWN_LIMIT) {
+        if !vmm::stop(v, agent::TEARDOWN_LIMIT) {
             warnings.push(format!("runv-vmm {} still exists after SIGKILL", v.pid));
         }
     }

@@ -43,8 +43,7 @@ pub fn run(ctx: &Ctx, id: &str, signal: Option<&str>, all: bool) -> Result<i32> 
         Err(e) if sig == libc::SIGKILL && e.agent_answer().is_none() => {
             tracing::warn!("the agent did not take SIGKILL ({e}); killing the sandbox VM");
             if let Some(v) = &state.vmm {
-                vmm::kill(v, libc::SIGKILL);
-                vmm::wait_gone(v, agent::TEARDOWN_LIMIT);
+                vmm::stop(v, agent::TEARDOWN_LIMIT);
             }
             Ok(0)
         }
