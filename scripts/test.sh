@@ -62,6 +62,10 @@ phase "cargo clippy" cargo clippy --release --workspace --all-targets -q -- -D w
 phase "unit tests" cargo test --release --workspace -q
 phase "root tests" cargo test --release --workspace -q -- --ignored root_
 phase "release build" cargo build --release --workspace -q || exit 1
+# A runv-vmm with the test-only seccomp-selftest feature, for the seccomp trap cases of
+# tests/e2e/boot.sh; a debug build, so the release runv-vmm never has the hook.
+phase "seccomp selftest build" cargo build -q -p runv-vmm --features seccomp-selftest || exit 1
+export RUNV_VMM_SELFTEST=$CARGO_TARGET_DIR/debug/runv-vmm
 kernel_out=$(mktemp)
 phase "guest kernel" bash -c 'guest-kernel/build.sh > "$1"' _ "$kernel_out" || exit 1
 RUNV_GUEST_KERNEL=$(tail -n 1 "$kernel_out")
@@ -112,7 +116,7 @@ export RUNV_RUNTIME_TOOLS_DIR
 phase "end-to-end (kvmbox)" tests/kvmbox/kvmbox --timeout 2700 --env RUNV_MARKER_INITRD \
   --env RUNV_BLK_INITRD --env RUNV_VIRTIOFS_INITRD --env RUNV_VSOCK_INITRD \
   --env RUNV_AGENT_INITRD --env RUNV_AGENT_SUITES --env RUNV_KVM_TESTS --env RUNV_VSOCKTEST \
-  --env RUNV_KERNEL \
+  --env RUNV_KERNEL --env RUNV_VMM_SELFTEST \
   --env RUNV_INITRD --env RUNTIME --env HYPERCTL -- tests/e2e/run-all.sh
 # A box of its own, after the first: two boxes side by side on a 2-core host would make
 # both slower and their timing-sensitive cases (agent call limits) less predictable.

@@ -90,10 +90,32 @@ check "run by an unprivileged user through the share, the setuid binary is not r
   bash -c '[[ $1 =~ ^[0-9]+$ && $1 != 0 ]]' _ "$out"
 check "root cannot open the planted device node through the share" \
   bash -c '! head -c 1 "$1" >/dev/null 2>&1' _ "${planted%/hostid}/null"
-# The VMM of that sandbox: no_new_privs (the first step of its jail).
-vmm_pid=$(pgrep -x runv-vmm | head -n 1)
-nnp=$(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$vmm_pid/status" 2>/dev/null)
-check "runv-vmm runs with NoNewPrivs: 1 (pid ${vmm_pid:-none}: ${nnp:-?})" test "$nnp" = 1
+# The VMM of that sandbox, as an attacker who took it over would find it. runv started
+# the supervisor; the VMM is its child, PID 1 of a namespace of its own.
+status_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
+sup=$(for p in $(pgrep -x runv-vmm); do
+  [[ $(cat "/proc/$(status_of "$p" PPid)/comm" 2>/dev/null) != runv-vmm ]] && echo "$p"
+done | head -n 1)
+vmm_pid=$(pgrep -P "${sup:-0}" -x runv-vmm | head -n 1)
+check "runv-vmm runs with NoNewPrivs: 1 (pid ${vmm_pid:-none}: $(status_of "${vmm_pid:-0}" NoNewPrivs))" \
+  test "$(status_of "${vmm_pid:-0}" NoNewPrivs)" = 1
+# CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP: bits 0 1 3 4 6 7 27 31.
+kept=00000000880000db
+caps_seen=$(for k in CapInh CapPrm CapEff CapBnd CapAmb; do echo -n "$k=$(status_of "${vmm_pid:-0}" $k) "; done)
+check "runv-vmm keeps only the virtio-fs capabilities, in every set ($caps_seen)" \
+  test "$caps_seen" = "CapInh=0000000000000000 CapPrm=$kept CapEff=$kept CapBnd=$kept CapAmb=0000000000000000 "
+filters=$(for t in /proc/"${vmm_pid:-0}"/task/*; do
+  echo -n "$(cat "$t/comm")=$(awk '/^Seccomp:/ { print $2 }' "$t/status") "
+done)
+check "every runv-vmm thread runs under a seccomp filter (mode 2): $filters" \
+  bash -c '[[ $1 == *vcpu0=2* && $1 == *devices=2* && $1 != *=0* && $1 != *=1\ * ]]' _ "$filters"
+check "runv-vmm has a mount and a PID namespace of its own" bash -c \
+  '[[ $(readlink /proc/$1/ns/mnt) != $(readlink /proc/self/ns/mnt) && $(readlink /proc/$1/ns/pid) != $(readlink /proc/self/ns/pid) ]]' _ "${vmm_pid:-0}"
+jail_root=$(ls -A "/proc/${vmm_pid:-0}/root/" 2>&1 | tr '\n' ' ')
+check "runv-vmm's root holds only what the VM needs: /dev/kvm, no shell, no /etc/passwd ($jail_root)" \
+  bash -c 'r=/proc/$1/root; [[ -c $r/dev/kvm && ! -e $r/etc/passwd && ! -e $r/bin/sh && ! -e $r/usr/bin && ! -e $r/dev/mem ]]' _ "${vmm_pid:-0}"
+check "its supervisor has no capability and a seccomp filter ($(status_of "${sup:-0}" CapBnd) $(status_of "${sup:-0}" Seccomp))" \
+  test "$(status_of "${sup:-0}" CapBnd)/$(status_of "${sup:-0}" CapEff)/$(status_of "${sup:-0}" Seccomp)" = 0000000000000000/0000000000000000/2
 rt delete -f plant >/dev/null 2>&1
 umount "$work/plantfs"
 
