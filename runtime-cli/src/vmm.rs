@@ -200,8 +200,8 @@ impl VmmLaunch {
             .collect::<Result<Vec<File>, _>>()?;
         // SAFETY: write, setsid, fcntl, sigemptyset, pthread_sigmask and prctl are
         // async-signal-safe; the set lives on the child's stack; `taps` and
-        // `cgroup_procs` were made before the fork and are only read. The VMM kicks its vCPU threads with signals,
-        // so it must not start with the caller's blocked mask.
+        // `cgroup_procs` were made before the fork and are only read. The VMM kicks its
+        // vCPU threads with signals, so it must not start with the caller's blocked mask.
         unsafe {
             cmd.pre_exec(move || {
                 // "0" is the writer itself: the VMM is in the sandbox's cgroups from

@@ -90,6 +90,11 @@ vm jailed --kernel "$RUNV_GUEST_KERNEL" --initrd "$RUNV_MARKER_INITRD" --cmdline
 if [[ $(rc jailed) == 0 ]] && grep -aq 'RUNV-MARKER' "$work/jailed.log"; then
   ok "jailed: the guest printed its marker and powered off (exit 0)"
 else not_ok "jailed boot (exit $(rc jailed))"; show "$work/jailed.log" "$work/jailed.err"; fi
+# Relative paths, as a person types them: the jail binds them at their absolute paths.
+(cd "$(dirname "$RUNV_GUEST_KERNEL")" && vm jailed-rel --kernel "$(basename "$RUNV_GUEST_KERNEL")" \
+  --initrd "$RUNV_MARKER_INITRD" --cmdline "$CMDLINE" --console "$work/jailed-rel.log" --jail)
+check "jailed, a kernel given by a relative path: the guest boots (exit $(rc jailed-rel))" \
+  bash -c '[[ $1 == 0 ]] && grep -aq RUNV-MARKER "$2"' _ "$(rc jailed-rel)" "$work/jailed-rel.log"
 vm jailed-missing --kernel "$work/no-such-vmlinux" --jail
 check "jailed, missing kernel: exit 1 naming it ($(tr -d '\n' <"$work/jailed-missing.err"))" \
   bash -c '[[ $1 == 1 ]] && grep -q no-such-vmlinux "$2"' _ "$(rc jailed-missing)" "$work/jailed-missing.err"

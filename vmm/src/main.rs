@@ -104,12 +104,12 @@ fn main() {
         println!("{cmdline}");
         return;
     }
-    let args_jail = Confinement {
+    let confinement = Confinement {
         jail: args.jail,
         open_files: args.open_files,
         seccomp: args.seccomp,
     };
-    let config = VmConfig {
+    let mut config = VmConfig {
         kernel: args.kernel.expect("clap requires --kernel"),
         initrd: args.initrd,
         cmdline: Some(cmdline),
@@ -122,7 +122,7 @@ fn main() {
         vsock: args.vsock,
         net: args.net,
     };
-    if let Err(e) = confine(&config, &args_jail) {
+    if let Err(e) = confine(&mut config, &confinement) {
         eprintln!("runv-vmm: {e}");
         std::process::exit(1);
     }
@@ -149,11 +149,12 @@ struct Confinement {
 
 /// Compiles the seccomp filters (the threads install them), and with `--jail` enters the
 /// jail. The host checks that need its /sys run first.
-fn confine(config: &VmConfig, c: &Confinement) -> Result<(), Box<dyn std::error::Error>> {
+fn confine(config: &mut VmConfig, c: &Confinement) -> Result<(), Box<dyn std::error::Error>> {
     config.validate()?;
     runv_vmm::host::check_kvm_backend(std::path::Path::new(runv_vmm::host::SYS_MODULE))?;
     runv_vmm::seccomp::prepare(c.seccomp)?;
     if c.jail {
+        runv_vmm::jail::absolute_paths(config)?;
         runv_vmm::jail::enter(&runv_vmm::jail::JailSpec::for_vm(config, c.open_files)?)?;
     }
     Ok(())

@@ -176,6 +176,28 @@ impl JailSpec {
     }
 }
 
+/// Makes every path of `config` absolute, as the jail binds them: inside the jail the
+/// working directory is its root, where a relative path would not be found.
+pub fn absolute_paths(config: &mut VmConfig) -> Result<(), Error> {
+    config.kernel = jail_path(&config.kernel)?;
+    if let Some(initrd) = &mut config.initrd {
+        *initrd = jail_path(initrd)?;
+    }
+    for fs in &mut config.fs {
+        fs.path = jail_path(&fs.path)?;
+    }
+    for b in &mut config.block {
+        b.path = jail_path(&b.path)?;
+    }
+    if let Some(vsock) = &mut config.vsock {
+        vsock.uds = jail_path(&vsock.uds)?;
+    }
+    if let Console::File(path) = &mut config.console {
+        *path = jail_path(path)?;
+    }
+    Ok(())
+}
+
 /// `path` made absolute (against the working directory) and checked: no `..`, not `/`.
 pub fn jail_path(path: &Path) -> Result<PathBuf, Error> {
     let abs = std::path::absolute(path).map_err(|e| Error::Path {

@@ -81,6 +81,17 @@ fn paths_the_jail_cannot_hold_are_refused_by_name() {
     assert!(e.contains("/r/vmlinux") && e.contains("twice"), "{e}");
 }
 
+#[test]
+fn relative_paths_become_the_absolute_ones_the_jail_binds() {
+    let mut c = vm(Path::new("rel"));
+    absolute_paths(&mut c).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.kernel, cwd.join("rel/vmlinux"));
+    assert_eq!(c.fs[0].path, cwd.join("rel/c/share"));
+    assert_eq!(c.vsock.unwrap().uds, cwd.join("rel/c/vsock/v.sock"));
+    assert_eq!(c.console, Console::File(cwd.join("rel/c/console.log")));
+}
+
 fn pipe() -> (std::fs::File, std::fs::File) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two fds, which are owned by the Files below.
