@@ -40,17 +40,25 @@ fn caps_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> Error + '_ {
 /// permitted and effective sets of the calling thread (threads created later inherit
 /// them), and sets no_new_privs.
 pub fn drop_all_but_vmm() -> Result<(), Error> {
+    drop_all_but(&KEPT)
+}
+
+/// The supervisor's drop: no capability in any set, and no_new_privs.
+pub fn drop_everything() -> Result<(), Error> {
+    drop_all_but(&[])
+}
+
+fn drop_all_but(kept: &[Capability]) -> Result<(), Error> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) has no memory effects.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(Error::sys("PR_SET_NO_NEW_PRIVS"));
     }
-    let keep: CapsHashSet = KEPT.into_iter().collect();
+    let keep: CapsHashSet = kept.iter().copied().collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP, which goes below.
     // Up to 63 (the sets are 64 bits wide): numbers this kernel has but the `caps` crate
     // does not name are dropped too; numbers the kernel does not know fail with EINVAL.
     for n in 0u8..64 {
-        let named = caps::all().into_iter().find(|c| c.index() == n);
-        if named.is_some_and(|c| keep.contains(&c)) {
+        if keep.iter().any(|c| c.index() == n) {
             continue;
         }
         // SAFETY: PR_CAPBSET_DROP takes a capability number and has no memory effects.
@@ -90,29 +98,6 @@ pub fn limit(open_files: u64) -> Result<(), Error> {
         if unsafe { libc::setrlimit(resource, &lim) } != 0 {
             return Err(Error::sys(format!("setrlimit {name} {value}")));
         }
-    }
-    Ok(())
-}
-
-/// The supervisor's drop: no capability in any set, and no_new_privs.
-pub fn drop_everything() -> Result<(), Error> {
-    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) has no memory effects.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::sys("PR_SET_NO_NEW_PRIVS"));
-    }
-    // Up to 63 (the sets are 64 bits wide): numbers the kernel does not know fail with
-    // EINVAL, which is of no interest.
-    for n in 0u8..64 {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number and has no memory effects.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(n), 0, 0, 0) };
-    }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(caps_err("clearing the supervisor's capabilities"))?;
     }
     Ok(())
 }
