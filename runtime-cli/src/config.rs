@@ -21,6 +21,13 @@ pub const DEFAULT_MEMORY_MIB: u32 = 256;
 pub const DEFAULT_CONSOLE_LIMIT: u64 = 1024 * 1024;
 /// The smallest `console_limit` accepted (room for a kernel panic's trace).
 const MIN_CONSOLE_LIMIT: u64 = 4096;
+/// Host memory (MiB) a sandbox's cgroup may use beyond its guest RAM: runv-vmm (about
+/// 4 MiB), its shims (about 1 MiB each), KVM's page tables, and the host page cache and
+/// tmpfs pages its share writes (see docs/security.md for the measurement).
+pub const DEFAULT_HOST_MEMORY_OVERHEAD_MIB: u64 = 64;
+/// Host tasks a sandbox's cgroup may hold besides one per vCPU: runv-vmm's threads and
+/// processes (about 9 with one vCPU) and two per running exec's shim.
+pub const DEFAULT_HOST_PIDS_LIMIT: u64 = 256;
 
 const BUILD_KERNEL: &str = "build it with guest-kernel/build.sh (prints the vmlinux path) and \
      set RUNV_KERNEL or `kernel` in the config file";
@@ -67,6 +74,10 @@ pub struct ConfigFile {
     pub default_memory_mib: Option<u32>,
     /// Bytes of guest console output kept per sandbox (the rest is discarded).
     pub console_limit: Option<u64>,
+    /// MiB of host memory a sandbox's cgroup may use beyond its guest RAM.
+    pub host_memory_overhead_mib: Option<u64>,
+    /// Host tasks a sandbox's cgroup may hold besides one per vCPU.
+    pub host_pids_limit: Option<u64>,
 }
 
 impl ConfigFile {
@@ -96,6 +107,12 @@ impl ConfigFile {
                 64,
             ),
             ("console_limit", file.console_limit, MIN_CONSOLE_LIMIT),
+            (
+                "host_memory_overhead_mib",
+                file.host_memory_overhead_mib,
+                16,
+            ),
+            ("host_pids_limit", file.host_pids_limit, 32),
         ] {
             if let Some(v) = value.filter(|v| *v < min) {
                 return Err(ConfigError::TooSmall {
@@ -119,6 +136,8 @@ pub struct RuntimeConfig {
     pub default_cpus: u32,
     pub default_memory_mib: u32,
     pub console_limit: u64,
+    pub host_memory_overhead_mib: u64,
+    pub host_pids_limit: u64,
 }
 
 /// The inputs of [`resolve`], so that tests need not touch the process environment.
@@ -198,6 +217,10 @@ pub fn resolve(src: &Sources) -> Result<RuntimeConfig, ConfigError> {
         default_cpus: file.default_cpus.unwrap_or(DEFAULT_CPUS),
         default_memory_mib: file.default_memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
         console_limit: file.console_limit.unwrap_or(DEFAULT_CONSOLE_LIMIT),
+        host_memory_overhead_mib: file
+            .host_memory_overhead_mib
+            .unwrap_or(DEFAULT_HOST_MEMORY_OVERHEAD_MIB),
+        host_pids_limit: file.host_pids_limit.unwrap_or(DEFAULT_HOST_PIDS_LIMIT),
     })
 }
 
@@ -343,5 +366,31 @@ mod tests {
         std::fs::write(d.join("console.toml"), "console_limit = 65536\n").unwrap();
         let f = ConfigFile::load(&d.join("console.toml"), false).unwrap();
         assert_eq!(f.console_limit, Some(65536));
+        for (text, msg) in [
+            (
+                "host_memory_overhead_mib = 8\n",
+                "host_memory_overhead_mib = 8: must be at least 16",
+            ),
+            (
+                "host_pids_limit = 4\n",
+                "host_pids_limit = 4: must be at least 32",
+            ),
+        ] {
+            std::fs::write(d.join("host.toml"), text).unwrap();
+            let e = ConfigFile::load(&d.join("host.toml"), false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(msg), "{e}");
+        }
+        std::fs::write(
+            d.join("host.toml"),
+            "host_memory_overhead_mib = 96\nhost_pids_limit = 100\n",
+        )
+        .unwrap();
+        let f = ConfigFile::load(&d.join("host.toml"), false).unwrap();
+        assert_eq!(
+            (f.host_memory_overhead_mib, f.host_pids_limit),
+            (Some(96), Some(100))
+        );
     }
 }

@@ -11,7 +11,9 @@
 # of a read-only rbind volume; a container (no seccomp profile, so AF_VSOCK is open to
 # it) that keeps connecting to the stdio ports of the next exec while the test execs
 # into it: the exec's stdio must arrive whole and nothing of it reach the attacker; a
-# Docker-style spec with an AppArmor profile runs. Then nothing of runv is left.
+# container that fills host memory through its tmpfs-backed rootfs ends at its host
+# cgroup's limit; a Docker-style spec with an AppArmor profile runs. Then nothing of
+# runv is left.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../lib.sh"
@@ -21,7 +23,9 @@ RUNTIME=${RUNTIME:-$(command -v runv || true)}
 [[ -n $RUNTIME && -x $RUNTIME ]] || { echo "security.sh: no runv binary: set RUNTIME" >&2; exit 2; }
 [[ -n ${RUNV_VSOCKTEST:-} && -x ${RUNV_VSOCKTEST:-} ]] ||
   { echo "security.sh: set RUNV_VSOCKTEST (build_helper tests/initramfs/vsocktest.c)" >&2; exit 2; }
-command -v setpriv >/dev/null || { echo "security.sh: setpriv is missing" >&2; exit 2; }
+for tool in setpriv jq; do
+  command -v "$tool" >/dev/null || { echo "security.sh: $tool is missing" >&2; exit 2; }
+done
 T=${RT_TIMEOUT:-120}
 work=$(mktemp -d /tmp/runv-sec.XXXXXX)
 # The state root as a careless admin would leave it: world-readable all the way down.
@@ -116,8 +120,47 @@ check "runv-vmm's root holds only what the VM needs: /dev/kvm, no shell, no /etc
   bash -c 'r=/proc/$1/root; [[ -c $r/dev/kvm && ! -e $r/etc/passwd && ! -e $r/bin/sh && ! -e $r/usr/bin && ! -e $r/dev/mem ]]' _ "${vmm_pid:-0}"
 check "its supervisor has no capability and a seccomp filter ($(status_of "${sup:-0}" CapBnd) $(status_of "${sup:-0}" Seccomp))" \
   test "$(status_of "${sup:-0}" CapBnd)/$(status_of "${sup:-0}" CapEff)/$(status_of "${sup:-0}" Seccomp)" = 0000000000000000/0000000000000000/2
+# The sandbox's host cgroup (no cgroupsPath in the spec: runv/<id>), with its bounds:
+# 256 MiB of guest RAM + 64 MiB of host overhead, 256 tasks + 1 per vCPU.
+pcg=/sys/fs/cgroup/runv/plant
+check "the sandbox's host cgroup caps memory at guest RAM + overhead ($(cat "$pcg/memory.max" 2>&1)) and tasks ($(cat "$pcg/pids.max" 2>&1))" \
+  test "$(cat "$pcg/memory.max" 2>&1)/$(cat "$pcg/pids.max" 2>&1)" = $((320 << 20))/257
+check "runv-vmm, its supervisor and the shim are in it" bash -c \
+  'p=$(cat "$1/cgroup.procs") && for x in "${@:2}"; do grep -qx "$x" <<<"$p" || exit 1; done' \
+  _ "$pcg" "${sup:-0}" "${vmm_pid:-0}" "$(pgrep -x runv-shim | head -n 1)"
 rt delete -f plant >/dev/null 2>&1
+check "delete removes the host cgroup" test ! -e "$pcg"
 umount "$work/plantfs"
+
+# ---- a guest that fills host memory through its share -------------------------------
+# The rootfs on a host tmpfs: every byte the guest writes there is host memory, charged
+# to runv-vmm. With 128 MiB of RAM and 16 MiB of overhead the sandbox's cgroup stops at
+# 144 MiB; the guest asks for 240 MiB more. The kernel ends the sandbox instead.
+mkdir -p "$work/hogfs"
+mount -t tmpfs -o size=512m,mode=0755 tmpfs "$work/hogfs"
+printf 'host_memory_overhead_mib = 16\n' >"$work/hog.toml"
+b=$work/hogfs/hog
+bundle_make "$b" --annotation io.runv.memory_mib=128 -- \
+  sh -c 'dd if=/dev/zero of=/tmp/fill bs=1M count=240; sleep 1000'
+ids+=(hog)
+hcg=/sys/fs/cgroup/runv/hog
+rt --config "$work/hog.toml" run -d --bundle "$b" hog >"$work/hog.out" 2>&1 </dev/null
+for ((i = 0; i < 120; i++)); do
+  [[ $(rt state hog 2>/dev/null | jq -r .status) == stopped ]] && break
+  sleep 1
+done
+check "the memory.max of its host cgroup is 144 MiB ($(cat "$hcg/memory.max" 2>&1))" \
+  test "$(cat "$hcg/memory.max" 2>&1)" = $((144 << 20))
+check "the sandbox stopped when its host memory ran out ($(rt state hog 2>&1 | jq -r .status 2>&1))" \
+  test "$(rt state hog 2>/dev/null | jq -r .status)" = stopped
+check "by the host's OOM killer, in its own cgroup ($(grep oom_kill "$hcg/memory.events" 2>&1))" \
+  bash -c '[[ $(awk "/^oom_kill /{print \$2}" "$1/memory.events") -ge 1 ]]' _ "$hcg"
+fill=$(stat -c %s "$b/rootfs/tmp/fill" 2>/dev/null || echo 0)
+check "the host tmpfs got less than the cap from it ($((fill >> 20)) MiB of 240 asked)" \
+  test "$fill" -lt $((144 << 20))
+rt delete -f hog >/dev/null 2>&1
+check "delete removes its host cgroup" test ! -e "$hcg"
+umount "$work/hogfs"
 
 # ---- a read-only rbind volume with a submount ---------------------------------------
 mkdir -p "$work/vol/sub"

@@ -226,12 +226,16 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Created, SandboxError
         opts.config.default_memory_mib,
         sizing::host_cpus(),
     )?;
-    let cgroup_rel = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| cgroups::relative_path(&p.display().to_string()))
-        .transpose()?;
+    crate::state::validate_id(&opts.id)?;
+    // Without a cgroupsPath the sandbox still gets a host cgroup of its own (its host
+    // bounds live there): runv/<id>.
+    let cgroup_rel = cgroups::relative_path(
+        &spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map_or_else(|| format!("/runv/{}", opts.id), |p| p.display().to_string()),
+    )?;
     let locked = root.create(&opts.id)?;
     let mut undo = Undo {
         dir: locked.dir.clone(),
@@ -277,7 +281,7 @@ fn build(
     spec: &Spec,
     tty: TtyMode,
     size: sizing::VmSize,
-    cgroup_rel: Option<PathBuf>,
+    cgroup_rel: PathBuf,
     undo: &mut Undo,
     warnings: &mut Vec<String>,
 ) -> Result<(State, Shim), SandboxError> {
@@ -379,11 +383,18 @@ fn build(
     let shim_pid = shim.pid();
     undo.shim = Some(shim);
     state.init = HostProcess::of(shim_pid);
-    if let Some(rel) = &cgroup_rel {
-        let (dirs, w) = cgroups::place(&cgroups::host_hierarchies(), rel, &[shim_pid]);
-        undo.cgroups = dirs;
-        warnings.extend(w);
-    }
+    let limits = cgroups::Limits {
+        memory_bytes: (size.memory_mib + opts.config.host_memory_overhead_mib) << 20,
+        pids: opts.config.host_pids_limit + u64::from(size.cpus),
+    };
+    let (dirs, w) = cgroups::place(
+        &cgroups::host_hierarchies(),
+        &cgroup_rel,
+        &[shim_pid],
+        limits,
+    );
+    undo.cgroups = dirs;
+    warnings.extend(w);
     state.cgroup_dirs = undo.cgroups.clone();
     let plan = BootPlan {
         vmm: opts.config.vmm.clone(),
@@ -609,6 +620,8 @@ mod tests {
                 default_cpus: 1,
                 default_memory_mib: 256,
                 console_limit: 65536,
+                host_memory_overhead_mib: 64,
+                host_pids_limit: 256,
             },
             shim_exe: "/nonexistent/runv-shim".into(),
             log: None,
