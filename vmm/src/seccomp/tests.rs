@@ -64,7 +64,7 @@ fn ioctl_rules_allow_the_requests_they_name() {
         match name {
             "KVM_RUN" => ioc(0, 0x80, 0),
             "KVM_GET_REGS" => ioc(2, 0x81, std::mem::size_of::<kvm_bindings::kvm_regs>()),
-            "TUNSETOFFLOAD" => libc::TUNSETOFFLOAD as u64,
+            "TUNSETOFFLOAD" => libc::TUNSETOFFLOAD,
             "FIONBIO" => libc::FIONBIO,
             other => panic!("an ioctl rule names {other}, which this test does not know"),
         }
