@@ -17,7 +17,7 @@ use std::path::PathBuf;
 #[command(name = "runv-vmm", version, about)]
 struct Args {
     /// Guest kernel: ELF vmlinux (64-bit direct entry) or bzImage.
-    #[arg(long, required_unless_present = "print_cmdline")]
+    #[arg(long, required_unless_present_any = ["print_cmdline", "check_kvm"])]
     kernel: Option<PathBuf>,
     /// Initramfs to hand to the kernel.
     #[arg(long)]
@@ -33,6 +33,10 @@ struct Args {
     /// the VMM's device entries, and exit: what scripts pass to other VMMs.
     #[arg(long)]
     print_cmdline: bool,
+    /// Check that this host's KVM can run the VM (the backend is not kvm_pvm alone;
+    /// /dev/kvm opens and makes a VM), print what was found, and exit: 0 when it can.
+    #[arg(long)]
+    check_kvm: bool,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u8,
@@ -102,6 +106,18 @@ fn main() {
     let cmdline = runv_vmm::boot::base_cmdline(args.cmdline.as_deref(), &args.cmdline_append);
     if args.print_cmdline {
         println!("{cmdline}");
+        return;
+    }
+    if args.check_kvm {
+        use runv_vmm::host;
+        let dev_kvm = std::path::Path::new(host::DEV_KVM);
+        match host::check_kvm(std::path::Path::new(host::SYS_MODULE), dev_kvm) {
+            Ok(found) => println!("{}: {found}", dev_kvm.display()),
+            Err(e) => {
+                eprintln!("runv-vmm: {e}");
+                std::process::exit(1);
+            }
+        }
         return;
     }
     let confinement = Confinement {
