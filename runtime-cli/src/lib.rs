@@ -9,12 +9,14 @@
 //! - [`dns_relay`]: the host end of the guest's relay to Docker's embedded DNS;
 //! - [`network`]: taps and tc redirect filters in the sandbox's network namespace;
 //! - [`hooks`], [`cgroups`], [`sizing`], [`signals`], [`speccheck`]: host-side duties;
+//! - [`check`]: `runv check`, whether this host can run sandboxes;
 //! - [`oci`], [`log`]: runc's output and log formats.
 //!
 //! docs/runtime.md describes the whole.
 
 pub mod agent;
 pub mod cgroups;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod dns_relay;

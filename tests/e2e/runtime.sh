@@ -408,6 +408,13 @@ case_misc() {
     jqe '(.process.args | length > 0) and (.root.path | length > 0)' "$work/spec/config.json"
   (cd "$work/spec" && rt spec) </dev/null >/dev/null 2>&1
   check "spec: refuses to overwrite an existing config.json" test $? != 0
+  if [[ -n $IS_RUNV ]]; then
+    local rc
+    out=$(rt check 2>&1)
+    rc=$?
+    check "check: runv can run sandboxes in the box (exit $rc: $(grep -v '^ok' <<<"$out" | tr '\n' ' '))" \
+      eval '[[ $rc == 0 && $out == *"ok    kvm "*"KVM API 12"* && $out != *FAIL* ]]'
+  fi
 }
 
 # vmm_pids: the runv-vmm processes among the suite's descendants.

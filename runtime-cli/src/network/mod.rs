@@ -191,13 +191,7 @@ fn attach_link(
         RouteNetlinkMessage::SetLink(up),
         0,
     )?;
-    for (dev, idx) in [(&link.name, link.index), (&name, index)] {
-        rtnl.request(
-            &format!("add the ingress qdisc of {dev}"),
-            RouteNetlinkMessage::NewQueueDiscipline(tc::ingress_qdisc(idx)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )?;
-    }
+    add_ingress(rtnl, [(&link.name, link.index), (&name, index)])?;
     // The tap's record goes in before the filters, so a failure below removes the
     // interface's qdisc too.
     att.taps.push(Tap {
@@ -207,25 +201,54 @@ fn attach_link(
         mac,
         mtu: link.mtu,
     });
-    for (from, to, what) in [
-        (
-            link.index,
-            index,
-            format!("redirect {} to {name}", link.name),
-        ),
-        (
-            index,
-            link.index,
-            format!("redirect {name} to {}", link.name),
-        ),
-    ] {
+    redirect_both_ways(rtnl, (&link.name, link.index), (&name, index))
+}
+
+/// An ingress qdisc on each of `links` (name, index).
+fn add_ingress(rtnl: &mut Rtnl, links: [(&str, u32); 2]) -> Result<(), runv_rtnl::Error> {
+    for (dev, idx) in links {
         rtnl.request(
-            &what,
-            RouteNetlinkMessage::NewTrafficFilter(tc::redirect_filter(from, to)),
+            &format!("add the ingress qdisc of {dev}"),
+            RouteNetlinkMessage::NewQueueDiscipline(tc::ingress_qdisc(idx)),
             NLM_F_CREATE | NLM_F_EXCL,
         )?;
     }
     Ok(())
+}
+
+/// The match-all `mirred egress redirect` filters from `a` to `b` and back.
+fn redirect_both_ways(rtnl: &mut Rtnl, a: (&str, u32), b: (&str, u32)) -> Result<(), NetworkError> {
+    for ((from, i), (to, j)) in [(a, b), (b, a)] {
+        rtnl.request(
+            &format!("redirect {from} to {to}"),
+            RouteNetlinkMessage::NewTrafficFilter(tc::redirect_filter(i, j)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+    }
+    Ok(())
+}
+
+/// Tries what runv's host networking needs in a fresh network namespace of its own
+/// (gone when this returns): two taps, an ingress qdisc on each and the u32 + mirred
+/// redirect between them. For `runv check`.
+pub fn self_test() -> Result<(), NetworkError> {
+    runv_rtnl::in_new_netns(|| -> Result<(), NetworkError> {
+        let mut rtnl = Rtnl::open()?;
+        let mut taps = Vec::new();
+        for n in 0..2 {
+            let name = tap_name(n);
+            let fd = tap::open_tap(&name).map_err(|source| NetworkError::Tap {
+                name: name.clone(),
+                source,
+            })?;
+            let index = link_index(&mut rtnl, &name)?
+                .ok_or_else(|| NetworkError::TapVanished("(new)".into(), name.clone()))?;
+            taps.push((name, index, fd));
+        }
+        let (a, b) = ((&*taps[0].0, taps[0].1), (&*taps[1].0, taps[1].1));
+        add_ingress(&mut rtnl, [a, b])?;
+        redirect_both_ways(&mut rtnl, a, b)
+    })?
 }
 
 fn link_index(rtnl: &mut Rtnl, name: &str) -> Result<Option<u32>, runv_rtnl::Error> {

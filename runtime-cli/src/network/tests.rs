@@ -308,3 +308,11 @@ fn root_only_lo_is_no_nic_and_an_unsupported_link_fails_naming_it_leaving_nothin
         .tc(&["qdisc", "show", "dev", "eth0", "ingress"])
         .is_empty());
 }
+
+#[test]
+#[ignore = "needs root: creates a network namespace and taps"]
+fn root_the_self_test_passes_and_leaves_nothing_here() {
+    let before = std::fs::read_dir("/sys/class/net").unwrap().count();
+    self_test().unwrap();
+    assert_eq!(std::fs::read_dir("/sys/class/net").unwrap().count(), before);
+}

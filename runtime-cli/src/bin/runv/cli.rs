@@ -156,6 +156,9 @@ pub enum Command {
     Update(Box<UpdateArgs>),
     /// Show the enabled features
     Features,
+    /// Check that runv can run sandboxes on this host (KVM, guest kernel and initramfs,
+    /// cgroups, host networking, the state root); exit 0 only if it can
+    Check,
     /// Create a new specification file (config.json)
     Spec {
         /// Path to the root of the bundle directory (with the global --rootless:

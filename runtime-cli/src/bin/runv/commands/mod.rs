@@ -1,5 +1,6 @@
 //! One verb per file. Each returns the exit status, or an error (exit status 1).
 
+mod check;
 mod create;
 mod delete;
 mod events;
@@ -89,6 +90,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         } => events::run(&ctx, id, *stats, interval),
         Command::Update(a) => update::run(&ctx, a),
         Command::Features => features::run(),
+        Command::Check => check::run(&ctx),
         Command::Spec { bundle } => spec::run(
             bundle.as_deref(),
             cli.global.rootless.as_deref().is_some_and(|v| v == "true"),
