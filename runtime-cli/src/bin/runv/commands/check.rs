@@ -1,6 +1,8 @@
 //! `runv check`: one line per item (ok, warn or FAIL, with the fix); exit 0 only when no
 //! item failed.
 
+use std::io::Write;
+
 use anyhow::Result;
 use runv_runtime::check::{self, Item, Level};
 use runv_runtime::config::{self, Sources};
@@ -41,14 +43,19 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     ));
     items.push(check::network());
     items.push(check::state_root(&ctx.global.root));
-    for item in &items {
-        println!("{item}");
-    }
     let failed = items.iter().filter(|i| i.level == Level::Fail).count();
+    // A reader that stops early (`| head`) ends the output, not the verdict.
+    let mut out = std::io::stdout().lock();
+    for item in &items {
+        let _ = writeln!(out, "{item}");
+    }
     if failed > 0 {
-        println!("runv cannot run sandboxes here: {failed} item(s) failed");
+        let _ = writeln!(
+            out,
+            "runv cannot run sandboxes here: {failed} item(s) failed"
+        );
         return Ok(1);
     }
-    println!("runv can run sandboxes here");
+    let _ = writeln!(out, "runv can run sandboxes here");
     Ok(0)
 }
