@@ -8,9 +8,11 @@ passed=0 failed=0
 # The runtime suites use RUNTIME (runv), HYPERCTL, RUNV_KERNEL and RUNV_INITRD from the
 # environment; the conformance suite and Docker run in a box of their own
 # (tests/conformance/gate.sh). kvm-tests.sh runs the workspace's kvm_ Rust tests
-# (RUNV_KVM_TESTS); security.sh runs the attacker's cases with RUNV_VSOCKTEST.
+# (RUNV_KVM_TESTS); security.sh runs the attacker's cases with RUNV_VSOCKTEST; install.sh
+# installs runv from those same files into a fresh prefix (scripts/install.sh).
 suites=("$here"/boot.sh "$here"/blk.sh "$here"/virtiofs.sh "$here"/vsock.sh "$here"/kvm-tests.sh
-  "$here"/agent.sh "$here"/runtime.sh "$here"/security.sh "$here"/containerd.sh "$here"/hyperctl.sh "$here"/hyperctl-pull.sh)
+  "$here"/agent.sh "$here"/runtime.sh "$here"/security.sh "$here"/containerd.sh "$here"/hyperctl.sh "$here"/hyperctl-pull.sh
+  "$here"/install.sh)
 for suite in "${suites[@]}"; do
   echo "# suite $(basename "$suite")"
   start=$SECONDS
