@@ -27,3 +27,33 @@ finish() {
   echo "$PASS passed, $FAIL failed"
   [[ $FAIL -eq 0 ]]
 }
+
+# containerd_config DIR SOCK [PLUGIN...]: a containerd 1.6 config (version 2) on stdout,
+# with its root, state and plugin dirs under DIR, its sockets at SOCK(.ttrpc, .debug),
+# no metrics, and the snapshotters this box has no use for disabled, with PLUGINs too.
+# Callers append their own tables.
+containerd_config() {
+  local dir=$1 sock=$2 p list=""
+  shift 2
+  for p in io.containerd.snapshotter.v1.aufs io.containerd.snapshotter.v1.btrfs \
+    io.containerd.snapshotter.v1.devmapper io.containerd.snapshotter.v1.zfs \
+    io.containerd.tracing.processor.v1.otlp "$@"; do
+    list+="${list:+, }\"$p\""
+  done
+  cat <<EOF
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = [$list]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[debug]
+  address = "$sock.debug"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+EOF
+}

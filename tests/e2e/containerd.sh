@@ -139,28 +139,15 @@ fi
 rm -rf "$work/probe"
 
 mkdir -p "$work/fifo" "$runc_root"
-cat >"$work/config.toml" <<EOF
-version = 2
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = "$sock.debug"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/opt"
+{
+  containerd_config "$work" "$sock" io.containerd.grpc.v1.cri
+  cat <<EOF
 [plugins."io.containerd.runtime.v1.linux"]
   runtime = "$RUNTIME"
 [plugins."io.containerd.service.v1.tasks-service"]
   rdt_config_file = ""
 EOF
+} >"$work/config.toml"
 containerd --config "$work/config.toml" --log-level info >"$work/containerd.log" 2>&1 &
 containerd_pid=$!
 up=

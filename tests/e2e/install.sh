@@ -56,24 +56,7 @@ d() { timeout -k 5 "$T" docker "$@"; }
 # ---- a dockerd and a containerd config of this run, with keys that must survive --------
 echo '{"debug": false, "log-level": "warn"}' >"$work/daemon.json"
 cp "$work/daemon.json" "$work/daemon.json.orig"
-cat >"$work/containerd.toml" <<EOF
-version = 2
-root = "$work/croot"
-state = "$work/cstate"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = "$sock.debug"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/opt"
-EOF
+containerd_config "$work/containerd" "$sock" >"$work/containerd.toml"
 cp "$work/containerd.toml" "$work/containerd.toml.orig"
 clean /usr/sbin/dockerd --config-file "$work/daemon.json" --data-root "$work/data" \
   --exec-root "$work/exec" --pidfile "$work/dockerd.pid" -H "$DOCKER_HOST" \
