@@ -105,6 +105,9 @@ containerd_strip() {
 
 if [[ -n $uninstall ]]; then
   [[ -f $manifest ]] || { echo "install.sh: nothing installed under $prefix (no $manifest)" >&2; exit 1; }
+  # Newest first; the manifest goes before the directories that held it.
+  entries=$(tac "$manifest")
+  rm -f "$manifest"
   while read -r kind path made runv; do
     case $kind in
     docker)
@@ -122,11 +125,17 @@ if [[ -n $uninstall ]]; then
         fi
       fi
       echo "install.sh: runv's tables left $path; restart containerd to drop them" ;;
-    config | file) rm -f "$path" ;;
+    file) rm -f "$path" ;;
+    config)
+      # Only as written: an edited config is the admin's now.
+      if [[ -f $path && $(sha256sum <"$path" | cut -d' ' -f1) != "$made" ]]; then
+        echo "install.sh: kept $path: it changed since it was written"
+      else
+        rm -f "$path"
+      fi ;;
+    dir) rmdir "$path" 2>/dev/null || echo "install.sh: kept $path: not empty" ;;
     esac
-  done < <(tac "$manifest")
-  rm -f "$manifest"
-  rmdir "$share" "$prefix/share" "$prefix/bin" "$etc" 2>/dev/null || true
+  done <<<"$entries"
   echo "install.sh: uninstalled runv from $prefix"
   exit 0
 fi
@@ -165,6 +174,16 @@ for f in "${bins[@]/#/$bin_dir/}" "$kernel" "$initrd"; do
 done
 
 # ---- files ----------------------------------------------------------------------------
+# The directories this makes, outermost first, so that --uninstall removes them (and
+# only them) again.
+new_dirs=()
+for dir in "$prefix" "$prefix/bin" "$prefix/share" "$share" "$etc"; do
+  [[ -d $dir ]] || new_dirs+=("$dir")
+done
+for dir in "${new_dirs[@]}"; do
+  mkdir -p "$dir"
+  record dir "$dir"
+done
 for b in "${bins[@]}"; do
   install -D -m 0755 "$bin_dir/$b" "$prefix/bin/$b"
   record file "$prefix/bin/$b"
@@ -174,7 +193,6 @@ record file "$share/vmlinux"
 install -D -m 0644 "$initrd" "$share/runv-initrd.img"
 record file "$share/runv-initrd.img"
 if [[ ! -e $etc/config.toml ]]; then
-  mkdir -p "$etc"
   cat >"$etc/config.toml" <<EOF
 # runv's configuration (docs/runtime.md, "Configuration"), written by scripts/install.sh.
 # Every key is optional; these are the files installed under $prefix.
@@ -191,7 +209,7 @@ vmm = "$prefix/bin/runv-vmm"
 # host_memory_overhead_mib = 64
 # host_pids_limit = 256
 EOF
-  record config "$etc/config.toml"
+  record config "$etc/config.toml" "$(sha256sum <"$etc/config.toml" | cut -d' ' -f1)"
   echo "install.sh: wrote $etc/config.toml"
 else
   echo "install.sh: kept the existing $etc/config.toml"
