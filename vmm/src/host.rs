@@ -31,8 +31,12 @@ pub enum Error {
 
 /// Fails when the only KVM backend loaded under `sys_module` is kvm_pvm.
 pub fn check_kvm_backend(sys_module: &Path) -> Result<(), Error> {
-    let loaded = |m: &str| sys_module.join(m).exists();
-    if loaded("kvm_pvm") && !loaded("kvm_intel") && !loaded("kvm_amd") {
+    refuse_pvm_only(sys_module, &kvm_backends(sys_module))
+}
+
+/// Fails when `backends` (found under `sys_module`) is kvm_pvm alone.
+fn refuse_pvm_only(sys_module: &Path, backends: &[&str]) -> Result<(), Error> {
+    if backends == ["kvm_pvm"] {
         return Err(Error::PvmOnly(sys_module.display().to_string()));
     }
     Ok(())
@@ -50,7 +54,8 @@ pub fn kvm_backends(sys_module: &Path) -> Vec<&'static str> {
 /// alone, and `dev_kvm` opens, speaks the stable API and makes a VM. Returns what was
 /// found ("KVM API 12, kvm_amd").
 pub fn check_kvm(sys_module: &Path, dev_kvm: &Path) -> Result<String, Error> {
-    check_kvm_backend(sys_module)?;
+    let backends = kvm_backends(sys_module);
+    refuse_pvm_only(sys_module, &backends)?;
     let path = dev_kvm.display().to_string();
     if !dev_kvm.exists() {
         return Err(Error::NoDevice(path));
@@ -79,7 +84,6 @@ pub fn check_kvm(sys_module: &Path, dev_kvm: &Path) -> Result<String, Error> {
         });
     }
     kvm.create_vm().map_err(err("creating a VM through"))?;
-    let backends = kvm_backends(sys_module);
     Ok(format!(
         "KVM API {api}, {}",
         if backends.is_empty() {
