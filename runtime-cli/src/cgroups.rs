@@ -155,14 +155,11 @@ fn enable_controllers(mount_point: &Path, rel: &Path) -> Vec<String> {
     ancestors.reverse();
     for a in ancestors {
         let dir = mount_point.join(a);
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        let (available, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
+        let control = dir.join("cgroup.subtree_control");
         for ctl in ["memory", "pids"] {
-            let has = |text: &str| text.split_whitespace().any(|w| w == ctl);
-            if !has(&available) || has(&enabled) {
+            if !lists(&dir.join("cgroup.controllers"), ctl) || lists(&control, ctl) {
                 continue;
             }
-            let control = dir.join("cgroup.subtree_control");
             if let Err(e) = std::fs::write(&control, format!("+{ctl}")) {
                 warnings.push(format!(
                     "host cgroup {}: enabling {ctl}: {e}",
@@ -172,6 +169,12 @@ fn enable_controllers(mount_point: &Path, rel: &Path) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Whether a v2 controller list (`cgroup.controllers`, `cgroup.subtree_control`) names
+/// `ctl`; a file that cannot be read names none.
+pub fn lists(file: &Path, ctl: &str) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|t| t.split_whitespace().any(|w| w == ctl))
 }
 
 /// A v1 cpuset cgroup starts with no CPU and no memory node, and takes no process until

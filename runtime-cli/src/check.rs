@@ -232,8 +232,7 @@ pub fn cgroups(hierarchies: &[Hierarchy], proc_cgroups: &str) -> Item {
         on_v1
             || hierarchies.iter().any(|h| {
                 h.fs_type == "cgroup2"
-                    && std::fs::read_to_string(h.mount_point.join("cgroup.controllers"))
-                        .is_ok_and(|t| t.split_whitespace().any(|w| w == ctl))
+                    && crate::cgroups::lists(&h.mount_point.join("cgroup.controllers"), ctl)
             })
     };
     let (memory, pids) = (has("memory"), has("pids"));
