@@ -55,6 +55,11 @@ record() {
   grep -qxF "$*" "$manifest" || echo "$*" >>"$manifest"
 }
 
+# recorded_how KIND PATH: the HOW (created or kept) an earlier run recorded for PATH.
+recorded_how() {
+  awk -v k="$1" -v p="$2" '$1 == k && $2 == p { print $3; exit }' "$manifest" 2>/dev/null
+}
+
 # dockerd_hup FILE: SIGHUP to every dockerd whose config file is FILE.
 dockerd_hup() {
   local pid cfg
@@ -217,7 +222,7 @@ fi
 
 # ---- registrations ----------------------------------------------------------------------
 if [[ -n $docker ]]; then
-  made=$(awk '$1 == "docker" && $2 == p { print $3 }' p="$docker" "$manifest" 2>/dev/null | head -n 1)
+  made=$(recorded_how docker "$docker")
   [[ -n $made ]] || { [[ -e $docker ]] && made=kept || made=created; }
   docker_json "$docker" add "$prefix/bin/runv"
   record docker "$docker" "$made" "$prefix/bin/runv"
@@ -232,7 +237,7 @@ if [[ -n $containerd ]]; then
     made=created
   elif grep -qxF "$BEGIN_MARK" "$containerd"; then
     # Installed before: the block is replaced, and the backup of the original stays.
-    made=$(awk '$1 == "containerd" && $2 == p { print $3 }' p="$containerd" "$manifest" 2>/dev/null | head -n 1)
+    made=$(recorded_how containerd "$containerd")
     made=${made:-kept}
   else
     cp -p "$containerd" "$containerd.runv-backup"
